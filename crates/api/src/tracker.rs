@@ -1,0 +1,194 @@
+//! PullRequestTracker: one pull request on its way through the environments.
+
+use crate::{ApplicationRef, Provider};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A pull request, the environment it enters at, and that environment's Argo CD application.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "promotion.io",
+    version = "v1alpha1",
+    kind = "PullRequestTracker",
+    namespaced,
+    status = "PullRequestTrackerStatus",
+    shortname = "prt",
+    category = "promotion",
+    doc = "A pull request carried through the environments: deployed, gate-tested, promoted, hop after hop.",
+    printcolumn(
+        name = "Repository",
+        type_ = "string",
+        json_path = ".spec.repository.name"
+    ),
+    printcolumn(name = "PR", type_ = "integer", json_path = ".spec.number"),
+    printcolumn(
+        name = "Environment",
+        type_ = "string",
+        json_path = ".status.currentEnvironment"
+    ),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct PullRequestTrackerSpec {
+    /// The GitHub repository of the pull request.
+    pub repository: Repository,
+    /// The pull request number.
+    #[x_kube(validation = Rule::new("self > 0").message("number must be a positive pull request number"))]
+    pub number: i64,
+    /// The commit the PR is at; a new value restarts the flow at the entry environment.
+    #[schemars(length(max = 40))]
+    #[x_kube(validation = Rule::new("self.matches('^[0-9a-fA-F]{7,40}$')").message("headSha must be a 7 to 40 character hexadecimal commit SHA"))]
+    pub head_sha: String,
+    /// The environment the PR enters at (the first hop's source).
+    #[schemars(length(min = 1, max = 63))]
+    pub environment: String,
+    /// The entry environment's Argo CD application, which deploys the PR.
+    pub application: ApplicationRef,
+}
+
+/// A GitHub repository.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Repository {
+    /// The owner (user or organisation).
+    #[schemars(length(min = 1, max = 100))]
+    pub owner: String,
+    /// The repository name.
+    #[schemars(length(min = 1, max = 100))]
+    pub name: String,
+}
+
+/// Where a PR is and why.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PullRequestTrackerStatus {
+    /// The generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The phase of the PR in its current environment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// The environment the PR is deployed in now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_environment: Option<String>,
+    /// The head SHA this status is about; differs from spec.headSha until a new push is picked up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_sha: Option<String>,
+    /// One line for humans: why the PR is in this phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The gate tests of the current environment.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub test_runs: Vec<TestRun>,
+    /// The audit trail: one record per promotion, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub promotions: Vec<PromotionRecord>,
+    /// Synced, TestsPassed, Promoted, Ready.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+}
+
+/// The phases of a PR, per environment.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum Phase {
+    /// Seen, not yet looked at.
+    Pending,
+    /// Waiting for Argo CD to sync the PR's revision in the current environment.
+    Deploying,
+    /// Deployed and healthy at the PR's revision.
+    Synced,
+    /// Gate tests running.
+    Testing,
+    /// Every required test passed; waiting for the approval annotation.
+    AwaitingApproval,
+    /// Moving the PR to the target environment.
+    Promoting,
+    /// Promoted to the target environment, which now deploys it.
+    Promoted,
+    /// A required test failed or timed out; see message and testRuns.
+    Failed,
+    /// The PR went through every environment that has a policy.
+    Completed,
+    /// The PR was closed; nothing more happens.
+    Closed,
+}
+
+/// One gate test run in an external CI system.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TestRun {
+    /// The test's name in the policy.
+    pub name: String,
+    /// The CI system that runs it.
+    pub provider: Provider,
+    /// The job, workflow or project that runs it.
+    pub job: String,
+    /// The id the controller sent with the trigger, so a restart finds the run instead of starting another.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
+    /// The CI system's id of the run, once known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    /// Link to the run in the CI system.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Where the run is.
+    pub state: TestState,
+    /// A failing optional test never blocks the promotion.
+    pub required: bool,
+    /// When the run was triggered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    /// When the run reached a final state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Time>,
+    /// Why the run is in its state, for humans.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// The states of a gate test run.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum TestState {
+    /// Not triggered yet, or triggered and queued.
+    Pending,
+    /// Running in the CI system.
+    Running,
+    /// Finished successfully.
+    Passed,
+    /// Finished unsuccessfully.
+    Failed,
+    /// Cancelled in the CI system or by the controller.
+    Cancelled,
+    /// Did not finish within its timeout.
+    TimedOut,
+}
+
+/// The audit record of one promotion: who, what and why.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PromotionRecord {
+    /// The environment the PR was promoted from.
+    pub source: String,
+    /// The environment the PR was promoted to.
+    pub target: String,
+    /// The policy that gated the promotion.
+    pub policy: String,
+    /// The revision (head SHA) that was promoted.
+    pub revision: String,
+    /// When the promotion was made.
+    pub promoted_at: Time,
+    /// Who promoted: the controller, or the approver when approval was required.
+    pub promoted_by: String,
+    /// The test runs that gated the promotion.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub test_runs: Vec<TestRun>,
+}
