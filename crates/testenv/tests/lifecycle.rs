@@ -1,0 +1,113 @@
+//! The control plane never outlives its owner: stopped explicitly, at the end of
+//! a test binary that panicked, or with a test process killed by a signal.
+
+use promotion_testenv::{ControlPlane, binaries};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const CHILD_ENV: &str = "PROMOTION_TESTENV_LIFECYCLE_CHILD";
+
+fn alive(pid: u32) -> bool {
+    // A reaped pid has no /proc entry; an unreaped zombie (state Z) is gone too.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat.contains(") Z "),
+        Err(_) => false,
+    }
+}
+
+fn wait_gone(pids: &[u32]) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if pids.iter().all(|p| !alive(*p)) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+#[test]
+fn stop_ends_both_processes_and_removes_the_files() {
+    let bins = binaries::ensure_built().expect("binaries");
+    let plane = ControlPlane::start(&bins).expect("control plane starts");
+    let pids = plane.pids();
+    let dir = plane.dir().to_path_buf();
+    assert_eq!(pids.len(), 2);
+    assert!(pids.iter().all(|p| alive(*p)));
+    assert!(plane.kubeconfig.is_file());
+    plane.stop();
+    assert!(wait_gone(&pids), "etcd or kube-apiserver outlived stop()");
+    assert!(!dir.exists(), "{} left behind", dir.display());
+}
+
+/// Runs this test binary again with one test selected, in "child" mode.
+fn run_child(test: &str, mode: &str) -> (Vec<u32>, std::process::ExitStatus) {
+    let exe = std::env::current_exe().expect("test binary path");
+    let out = Command::new(exe)
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, mode)
+        .env_remove(promotion_testenv::KUBECONFIG_ENV)
+        .stdin(Stdio::null())
+        .output()
+        .expect("child runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let pids: Vec<u32> = stdout
+        .lines()
+        .filter_map(|l| l.split_once("PIDS ").map(|(_, pids)| pids))
+        .flat_map(|l| l.split(',').filter_map(|p| p.trim().parse().ok()))
+        .collect();
+    assert_eq!(
+        pids.len(),
+        2,
+        "child did not report its control plane: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (pids, out.status)
+}
+
+/// In child mode: start the process-wide control plane, report it, then die as told.
+#[test]
+fn child_starts_a_control_plane_then_dies() {
+    let Ok(mode) = std::env::var(CHILD_ENV) else {
+        return; // Only meaningful when run by the two tests below.
+    };
+    promotion_testenv::shared_kubeconfig().expect("starts");
+    let pids = promotion_testenv::owned_pids();
+    println!(
+        "PIDS {}",
+        pids.iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    match mode.as_str() {
+        "abort" => std::process::abort(),
+        _ => panic!("a failing test"),
+    }
+}
+
+#[test]
+fn a_panicking_test_binary_stops_its_control_plane() {
+    if std::env::var_os(CHILD_ENV).is_some() {
+        return;
+    }
+    let (pids, status) = run_child("child_starts_a_control_plane_then_dies", "panic");
+    assert!(!status.success(), "the child's test should have failed");
+    assert!(
+        wait_gone(&pids),
+        "control plane leaked after a panicking test: {pids:?}"
+    );
+}
+
+#[test]
+fn a_killed_test_process_takes_its_control_plane_with_it() {
+    if std::env::var_os(CHILD_ENV).is_some() {
+        return;
+    }
+    let (pids, status) = run_child("child_starts_a_control_plane_then_dies", "abort");
+    assert!(!status.success(), "the child should have aborted");
+    assert!(
+        wait_gone(&pids),
+        "control plane leaked after SIGABRT: {pids:?}"
+    );
+}
