@@ -1,0 +1,244 @@
+//! Developer tasks: `cargo xtask <command>`.
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use kube::Client;
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::discovery::{ApiResource, Discovery, Scope};
+use promotion_testenv::{ControlPlane, binaries};
+use serde::Deserialize as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+#[derive(Parser)]
+#[command(about = "promotion-controller developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Write the CRDs generated from crates/api to deploy/crds/ (or check them with --check).
+    Crdgen {
+        /// Fail when the committed YAML differs from what the types generate.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Build (once, cached) the upstream etcd and kube-apiserver; with --up, start them and wait.
+    ControlPlane {
+        /// Start the control plane, write its kubeconfig and keep it running until Ctrl-C.
+        #[arg(long)]
+        up: bool,
+    },
+    /// The whole test suite on one real control plane: builds what it needs, then `cargo test --workspace`.
+    Test {
+        /// Extra arguments passed to `cargo test`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Start a control plane, apply the samples in examples/ and list them as kubectl would.
+    Demo,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::Crdgen { check } => crdgen(check),
+        Cmd::ControlPlane { up } => control_plane(up),
+        Cmd::Test { args } => test(&args),
+        Cmd::Demo => demo(),
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn crdgen(check: bool) -> Result<()> {
+    let dir = workspace_root().join("deploy/crds");
+    std::fs::create_dir_all(&dir)?;
+    let mut stale = Vec::new();
+    for crd in promotion_api::crds() {
+        let name = crd.metadata.name.clone().context("CRD without a name")?;
+        let path = dir.join(format!("{name}.yaml"));
+        let yaml = promotion_api::crd_yaml(&crd)?;
+        let current = std::fs::read_to_string(&path).unwrap_or_default();
+        if current == yaml {
+            continue;
+        }
+        if check {
+            stale.push(path.display().to_string());
+        } else {
+            std::fs::write(&path, yaml)?;
+            println!("wrote {}", path.display());
+        }
+    }
+    if !stale.is_empty() {
+        bail!(
+            "CRDs out of date (run `cargo xtask crdgen`): {}",
+            stale.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// Starts a control plane for a task, printing how long it took.
+fn start_control_plane() -> Result<ControlPlane> {
+    let built = Instant::now();
+    let bins = binaries::ensure_built()?;
+    println!(
+        "[control-plane] kube-apiserver {} + etcd {} ready to run ({:.1?}; cache: {})",
+        binaries::KUBERNETES_VERSION,
+        binaries::ETCD_VERSION,
+        built.elapsed(),
+        binaries::version_dir().display()
+    );
+    let plane = ControlPlane::start(&bins)?;
+    println!(
+        "[control-plane] up at {} in {:.1?} (CRDs installed)",
+        plane.server, plane.startup
+    );
+    Ok(plane)
+}
+
+/// A stable copy of the kubeconfig, so `kubectl --kubeconfig target/testenv/kubeconfig` works.
+fn publish_kubeconfig(plane: &ControlPlane) -> Result<PathBuf> {
+    let dir = workspace_root().join("target/testenv");
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("kubeconfig");
+    std::fs::copy(&plane.kubeconfig, &path)?;
+    Ok(path)
+}
+
+fn control_plane(up: bool) -> Result<()> {
+    if !up {
+        let started = Instant::now();
+        let bins = binaries::ensure_built()?;
+        println!(
+            "etcd:           {}\nkube-apiserver: {}\n({:.1?})",
+            bins.etcd.display(),
+            bins.kube_apiserver.display(),
+            started.elapsed()
+        );
+        return Ok(());
+    }
+    let plane = start_control_plane()?;
+    let kubeconfig = publish_kubeconfig(&plane)?;
+    println!("export KUBECONFIG={}", kubeconfig.display());
+    println!("logs: {}\nPress Ctrl-C to stop.", plane.dir().display());
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(tokio::signal::ctrl_c())?;
+    plane.stop();
+    Ok(())
+}
+
+fn test(args: &[String]) -> Result<()> {
+    let started = Instant::now();
+    crdgen(true)?;
+    let plane = start_control_plane()?;
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(workspace_root())
+        .args(["test", "--workspace", "--all-targets", "--locked"])
+        .args(args)
+        .env(promotion_testenv::KUBECONFIG_ENV, &plane.kubeconfig)
+        .status()
+        .context("running cargo test")?;
+    plane.stop();
+    println!("[xtask test] finished in {:.1?}", started.elapsed());
+    if !status.success() {
+        bail!("cargo test failed ({status})");
+    }
+    Ok(())
+}
+
+fn demo() -> Result<()> {
+    let plane = start_control_plane()?;
+    let kubeconfig = publish_kubeconfig(&plane)?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let client = promotion_testenv::client_for(&plane.kubeconfig).await?;
+        let ns = "demo";
+        let namespace = ensure_namespace(&client, ns).await?;
+        for path in sorted_yaml_files(&workspace_root().join("examples"))? {
+            let applied = apply_file(&client, &namespace, &path).await?;
+            println!("applied {} ({applied} objects)", path.display());
+        }
+        for plural in ["promotionpolicies", "pullrequesttrackers"] {
+            println!("\n$ kubectl get {plural} -n {namespace}");
+            let table = promotion_testenv::table::get(&client, plural, &namespace).await?;
+            print!("{}", promotion_testenv::table::render(&table));
+        }
+        anyhow::Ok(())
+    })?;
+    println!(
+        "\nThe same with kubectl: kubectl --kubeconfig {} get promotion -n demo",
+        kubeconfig.display()
+    );
+    plane.stop();
+    Ok(())
+}
+
+async fn ensure_namespace(client: &Client, name: &str) -> Result<String> {
+    let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    let ns: k8s_openapi::api::core::v1::Namespace = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}
+    }))?;
+    api.patch(name, &PatchParams::apply("xtask"), &Patch::Apply(&ns))
+        .await?;
+    Ok(name.to_string())
+}
+
+fn sorted_yaml_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// Server-side applies every document of a YAML file into `namespace`.
+async fn apply_file(client: &Client, namespace: &str, path: &Path) -> Result<usize> {
+    let discovery = Discovery::new(client.clone()).run().await?;
+    let text = std::fs::read_to_string(path)?;
+    let mut count = 0;
+    for doc in serde_yaml::Deserializer::from_str(&text) {
+        let value = serde_json::to_value(serde_yaml::Value::deserialize(doc)?)?;
+        if value.is_null() {
+            continue;
+        }
+        let obj: DynamicObject = serde_json::from_value(value)?;
+        let types = obj
+            .types
+            .clone()
+            .context("document without apiVersion/kind")?;
+        let gvk = kube::core::GroupVersionKind::try_from(&types)?;
+        let (ar, caps): (ApiResource, _) = discovery
+            .resolve_gvk(&gvk)
+            .with_context(|| format!("unknown kind {gvk:?}"))?;
+        let api: Api<DynamicObject> = match caps.scope {
+            Scope::Namespaced => Api::namespaced_with(client.clone(), namespace, &ar),
+            Scope::Cluster => Api::all_with(client.clone(), &ar),
+        };
+        let name = obj
+            .metadata
+            .name
+            .clone()
+            .context("document without a name")?;
+        api.patch(
+            &name,
+            &PatchParams::apply("xtask").force(),
+            &Patch::Apply(&obj),
+        )
+        .await
+        .with_context(|| format!("applying {} {name}", gvk.kind))?;
+        count += 1;
+    }
+    Ok(count)
+}
