@@ -1,0 +1,1 @@
+//! The Argo CD adapter.

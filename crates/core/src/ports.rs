@@ -1,0 +1,331 @@
+//! The ports: how the domain reaches CI systems, Argo CD, GitHub, events and
+//! its own persisted state. Adapters implement these; no HTTP or SDK type here.
+
+use async_trait::async_trait;
+use promotion_api::{ApplicationRef, Provider, PullRequestTrackerStatus};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Everything a CI system needs to start one gate test.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TriggerRequest {
+    /// Which CI system.
+    pub provider: Provider,
+    /// The configured connection to use; the provider's default when `None`.
+    pub connection: Option<String>,
+    /// Jenkins job path, workflow file, or GitLab project path.
+    pub job: String,
+    /// Branch or tag, where the provider needs one.
+    pub git_ref: Option<String>,
+    /// Parameters with every variable already substituted.
+    pub parameters: BTreeMap<String, String>,
+    /// Sent along with the trigger so that `find` can adopt the run after a restart.
+    pub correlation_id: String,
+}
+
+/// A started run, as the CI system names it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunHandle {
+    /// The CI system's id of the run (Jenkins queue item or build, workflow run id, pipeline id).
+    pub run_id: String,
+    /// A link for humans, when known.
+    pub url: Option<String>,
+}
+
+/// Enough to address an existing run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunRef {
+    /// Which CI system.
+    pub provider: Provider,
+    /// The configured connection; the provider's default when `None`.
+    pub connection: Option<String>,
+    /// The job the run belongs to.
+    pub job: String,
+    /// The CI system's id of the run.
+    pub run_id: String,
+}
+
+/// Where a run is, in the domain's words.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RunState {
+    /// Accepted, not started.
+    Pending,
+    /// Executing.
+    Running,
+    /// Finished successfully.
+    Passed,
+    /// Finished unsuccessfully.
+    Failed,
+    /// Cancelled.
+    Cancelled,
+    /// The CI system gave up on it for taking too long.
+    TimedOut,
+}
+
+impl RunState {
+    /// Whether the run will not change any more.
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Passed | Self::Failed | Self::Cancelled | Self::TimedOut)
+    }
+}
+
+/// What the CI system says about a run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunStatus {
+    /// The state.
+    pub state: RunState,
+    /// A link for humans, when known (it can appear only once the run started).
+    pub url: Option<String>,
+    /// The CI system's own words (result, conclusion), for humans.
+    pub message: Option<String>,
+    /// The id of the run when the CI system moved it to a new one (Jenkins: queue item -> build).
+    pub run_id: Option<String>,
+}
+
+/// How an outside call failed; decides whether and how to retry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Worth retrying with backoff (5xx, connection refused, rate limits).
+    Transient,
+    /// Retrying will not help (401, 403, 404, invalid request, malformed answer).
+    Permanent,
+    /// A trigger whose outcome is unknown: it may have started a run. Never resend
+    /// blindly; ask `find` first.
+    Ambiguous,
+}
+
+/// An error from an outside system, without credentials in it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct PortError {
+    /// How to react.
+    pub kind: ErrorKind,
+    /// What went wrong, naming the connection and the call.
+    pub message: String,
+    /// The server asked us to wait this long (Retry-After, rate-limit reset).
+    pub retry_after: Option<Duration>,
+}
+
+impl PortError {
+    /// A transient failure.
+    pub fn transient(message: impl Into<String>) -> Self {
+        Self {
+            kind: ErrorKind::Transient,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+    /// A permanent failure.
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self {
+            kind: ErrorKind::Permanent,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+    /// A trigger whose outcome is unknown.
+    pub fn ambiguous(message: impl Into<String>) -> Self {
+        Self {
+            kind: ErrorKind::Ambiguous,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+}
+
+/// Starts, follows, finds and cancels gate tests in a CI system.
+#[async_trait]
+pub trait TestRunner: Send + Sync {
+    /// Starts one run. Must not retry on its own after the request may have reached the server.
+    async fn trigger(&self, req: &TriggerRequest) -> Result<RunHandle, PortError>;
+    /// The current state of a run.
+    async fn status(&self, run: &RunRef) -> Result<RunStatus, PortError>;
+    /// The run started with `req.correlation_id`, if the CI system has one.
+    async fn find(&self, req: &TriggerRequest) -> Result<Option<RunHandle>, PortError>;
+    /// Cancels a run; cancelling a finished run is not an error.
+    async fn cancel(&self, run: &RunRef) -> Result<(), PortError>;
+}
+
+/// Argo CD's sync status of an application.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncStatus {
+    /// Live state matches the target revision.
+    Synced,
+    /// Live state differs.
+    OutOfSync,
+    /// Not known (yet).
+    Unknown,
+}
+
+/// Argo CD's health of an application.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HealthStatus {
+    /// Healthy.
+    Healthy,
+    /// Still rolling out.
+    Progressing,
+    /// Failing.
+    Degraded,
+    /// Paused.
+    Suspended,
+    /// Resources missing.
+    Missing,
+    /// Not known (yet).
+    Unknown,
+}
+
+/// What Argo CD reports about an application.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppStatus {
+    /// Sync status.
+    pub sync: SyncStatus,
+    /// Health status.
+    pub health: HealthStatus,
+    /// The revision(s) the application is synced to.
+    pub revisions: Vec<String>,
+    /// The phase of the last sync operation (Running, Succeeded, Failed, Error), if any.
+    pub operation_phase: Option<String>,
+}
+
+impl AppStatus {
+    /// Synced and Healthy at `revision` (a full or abbreviated commit SHA).
+    pub fn deployed_at(&self, revision: &str) -> bool {
+        self.sync == SyncStatus::Synced
+            && self.health == HealthStatus::Healthy
+            && self.revisions.iter().any(|r| same_revision(r, revision))
+    }
+}
+
+/// Two commit SHAs name the same commit when one is a prefix of the other
+/// (a 7-character short SHA against a full one), ignoring case.
+pub fn same_revision(a: &str, b: &str) -> bool {
+    let (a, b) = (a.to_ascii_lowercase(), b.to_ascii_lowercase());
+    !a.is_empty() && !b.is_empty() && (a.starts_with(&b) || b.starts_with(&a))
+}
+
+/// On whose behalf an application is moved, so the adapter can check the app opted in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PromotionRequest {
+    /// The namespace of the policy that asks.
+    pub policy_namespace: String,
+    /// The policy's name.
+    pub policy: String,
+    /// The environment the application belongs to.
+    pub target_environment: String,
+    /// The revision to deploy.
+    pub revision: String,
+}
+
+/// Reads and moves Argo CD applications.
+#[async_trait]
+pub trait ArgoCdClient: Send + Sync {
+    /// The application's sync, health and revision.
+    async fn application_status(&self, app: &ApplicationRef) -> Result<AppStatus, PortError>;
+    /// Points the application at `req.revision`. Idempotent: pointing it at the
+    /// revision it already has changes nothing.
+    async fn promote(&self, app: &ApplicationRef, req: &PromotionRequest) -> Result<(), PortError>;
+}
+
+/// A GitHub repository and pull request.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PullRequestRef {
+    /// Owner (user or organisation).
+    pub owner: String,
+    /// Repository name.
+    pub repo: String,
+    /// Pull request number.
+    pub number: u64,
+}
+
+/// The state of a commit status on GitHub.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommitState {
+    /// Running.
+    Pending,
+    /// Passed.
+    Success,
+    /// Failed.
+    Failure,
+    /// Could not run.
+    Error,
+}
+
+/// One commit status: a gate test shown on the PR page.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommitStatus {
+    /// `promotion/<environment>/<test>`.
+    pub context: String,
+    /// The state.
+    pub state: CommitState,
+    /// A link to the run.
+    pub target_url: Option<String>,
+    /// A short description (GitHub keeps 140 characters).
+    pub description: String,
+}
+
+/// Labels pull requests and shows gate results on them.
+#[async_trait]
+pub trait GitHubClient: Send + Sync {
+    /// Adds a label; adding one the PR already has is not an error.
+    async fn add_label(&self, pr: &PullRequestRef, label: &str) -> Result<(), PortError>;
+    /// Removes a label; removing one the PR does not have is not an error.
+    async fn remove_label(&self, pr: &PullRequestRef, label: &str) -> Result<(), PortError>;
+    /// Sets a commit status on `sha`.
+    async fn set_commit_status(
+        &self,
+        pr: &PullRequestRef,
+        sha: &str,
+        status: &CommitStatus,
+    ) -> Result<(), PortError>;
+}
+
+/// Normal or Warning, as Kubernetes Events are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventType {
+    /// Something a person would want to see.
+    Normal,
+    /// Something that went wrong.
+    Warning,
+}
+
+/// A transition worth telling a person about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DomainEvent {
+    /// Normal or Warning.
+    pub type_: EventType,
+    /// CamelCase reason, e.g. `Promoted`.
+    pub reason: String,
+    /// One human sentence.
+    pub note: String,
+}
+
+/// Publishes events about the tracker being reconciled.
+#[async_trait]
+pub trait EventRecorder: Send + Sync {
+    /// Best effort: an event that cannot be published is logged, never fatal.
+    async fn publish(&self, event: DomainEvent);
+}
+
+/// Why persisting the tracker's status failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// Someone else wrote the tracker since we read it: re-read and decide again.
+    #[error("the tracker changed since it was read")]
+    Conflict,
+    /// The tracker is gone.
+    #[error("the tracker no longer exists")]
+    Gone,
+    /// Anything else (network, API server).
+    #[error("writing the tracker's status: {0}")]
+    Other(String),
+}
+
+/// Persists the tracker's status, refusing to overwrite a newer version.
+///
+/// Every side effect that must happen once (a trigger, a promotion) is preceded by
+/// a save of the intent, so the store is what makes the engine exactly-once.
+#[async_trait]
+pub trait TrackerStore: Send + Sync {
+    /// Replaces the status if the tracker is still at the version last read or saved.
+    async fn save(&self, status: &PullRequestTrackerStatus) -> Result<(), StoreError>;
+}
