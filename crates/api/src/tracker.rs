@@ -51,6 +51,9 @@ pub struct PullRequestTrackerSpec {
     pub environment: String,
     /// The entry environment's Argo CD application, which deploys the PR.
     pub application: ApplicationRef,
+    /// Set when the pull request is closed: running tests are cancelled and the tracker ends in Closed.
+    #[serde(default)]
+    pub closed: bool,
 }
 
 /// A GitHub repository.
@@ -84,6 +87,24 @@ pub struct PullRequestTrackerStatus {
     /// One line for humans: why the PR is in this phase.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The Argo CD application of the current environment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub application: Option<ApplicationRef>,
+    /// The policy gating the current environment, once one was found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PolicyRef>,
+    /// Counts gate runs in this environment (a retry starts a new attempt); part of each test's correlation id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<i64>,
+    /// When the current gate started, for the policy's whole-gate timeout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate_started_at: Option<Time>,
+    /// The value of the `promotion.io/retry` annotation last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_retry: Option<String>,
+    /// A promotion under way, step by step, so a restart resumes it instead of repeating it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_promotion: Option<PendingPromotion>,
     /// The gate tests of the current environment.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub test_runs: Vec<TestRun>,
@@ -131,6 +152,9 @@ pub struct TestRun {
     pub provider: Provider,
     /// The job, workflow or project that runs it.
     pub job: String,
+    /// The configured CI connection; the provider's default when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection: Option<String>,
     /// The id the controller sent with the trigger, so a restart finds the run instead of starting another.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub correlation_id: Option<String>,
@@ -144,7 +168,7 @@ pub struct TestRun {
     pub state: TestState,
     /// A failing optional test never blocks the promotion.
     pub required: bool,
-    /// When the run was triggered.
+    /// When the run was (last) triggered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<Time>,
     /// When the run reached a final state.
@@ -191,4 +215,40 @@ pub struct PromotionRecord {
     /// The test runs that gated the promotion.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub test_runs: Vec<TestRun>,
+}
+
+/// The policy that gates an environment, at the generation that was used.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyRef {
+    /// The policy's name (same namespace as the tracker).
+    pub name: String,
+    /// The policy's metadata.generation when the gate started; a newer one restarts a failed gate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<i64>,
+}
+
+/// A promotion in progress. Each step is recorded when done, so a crash between
+/// two steps resumes at the next one and never promotes twice.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingPromotion {
+    /// The environment the PR leaves.
+    pub source: String,
+    /// The environment the PR moves to.
+    pub target: String,
+    /// The policy that gated it.
+    pub policy: String,
+    /// The revision (head SHA) being promoted.
+    pub revision: String,
+    /// The target environment's Argo CD application, variables substituted.
+    pub application: ApplicationRef,
+    /// The GitHub label to add, variables substituted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    /// The controller, or the approver.
+    pub promoted_by: String,
+    /// Step 1 done: the application points at the revision.
+    #[serde(default)]
+    pub application_updated: bool,
 }

@@ -2,4 +2,16 @@
 //! protocol that moves it. It reaches CI systems, Argo CD, GitHub, Kubernetes
 //! events and its own persisted state only through the traits in [`ports`].
 
+pub mod conditions;
+pub mod engine;
+#[cfg(any(test, feature = "fakes"))]
+pub mod fakes;
+pub mod monitor;
+pub mod policy;
+pub mod policy_cache;
 pub mod ports;
+pub mod promotion;
+pub mod records;
+pub mod selector;
+pub mod trigger;
+pub mod variables;

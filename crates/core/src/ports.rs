@@ -65,7 +65,10 @@ pub enum RunState {
 impl RunState {
     /// Whether the run will not change any more.
     pub fn is_final(self) -> bool {
-        matches!(self, Self::Passed | Self::Failed | Self::Cancelled | Self::TimedOut)
+        matches!(
+            self,
+            Self::Passed | Self::Failed | Self::Cancelled | Self::TimedOut
+        )
     }
 }
 

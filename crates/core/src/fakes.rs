@@ -1,0 +1,399 @@
+//! In-process fakes of the ports, scripted by tests, that can also "crash" the
+//! caller at a chosen point (perform the effect, then never return).
+
+use crate::ports::*;
+use async_trait::async_trait;
+use promotion_api::{ApplicationRef, PullRequestTrackerStatus};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::Notify;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Where a fake stops answering after doing its work, as if the process died there.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum CrashPoint {
+    /// After the CI system started this test's run, before the trigger returns.
+    AfterTrigger(String),
+    /// After the application was pointed at the revision.
+    AfterPromote,
+    /// After the label was added.
+    AfterLabel,
+}
+
+/// Crash points shared by the fakes; a test arms one and waits for it to be hit.
+#[derive(Default)]
+pub struct Crashes {
+    armed: Mutex<HashSet<CrashPoint>>,
+    hit: Notify,
+}
+
+impl Crashes {
+    /// Arms a crash point (it fires once).
+    pub fn arm(&self, point: CrashPoint) {
+        lock(&self.armed).insert(point);
+    }
+
+    /// Waits until an armed crash point was hit.
+    pub async fn wait_hit(&self) {
+        self.hit.notified().await;
+    }
+
+    async fn maybe_crash(&self, point: CrashPoint) {
+        if lock(&self.armed).remove(&point) {
+            self.hit.notify_one();
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// How a scripted CI job behaves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Script {
+    /// Running for this many status polls, then this final state.
+    After(u32, RunState),
+    /// Never finishes.
+    Hang,
+    /// The trigger is refused.
+    Refuse,
+}
+
+#[derive(Clone, Debug)]
+struct FakeRun {
+    job: String,
+    correlation_id: String,
+    polls: u32,
+    script: Script,
+    cancelled: bool,
+}
+
+/// A CI system: every job follows its script.
+#[derive(Default)]
+pub struct FakeCi {
+    scripts: Mutex<HashMap<String, Script>>,
+    runs: Mutex<BTreeMap<u64, FakeRun>>,
+    triggers: Mutex<Vec<String>>,
+    /// Crash points, shared with the other fakes of a test.
+    pub crashes: Arc<Crashes>,
+}
+
+impl FakeCi {
+    /// A CI system whose unscripted jobs pass on the second poll.
+    pub fn new(crashes: Arc<Crashes>) -> Self {
+        Self {
+            crashes,
+            ..Self::default()
+        }
+    }
+
+    /// Scripts a job.
+    pub fn script(&self, job: &str, script: Script) {
+        lock(&self.scripts).insert(job.to_string(), script);
+    }
+
+    /// How many times `job` was triggered.
+    pub fn triggered(&self, job: &str) -> usize {
+        lock(&self.triggers).iter().filter(|j| *j == job).count()
+    }
+
+    /// Every trigger, in order (job names).
+    pub fn all_triggers(&self) -> Vec<String> {
+        lock(&self.triggers).clone()
+    }
+
+    /// The jobs whose runs were cancelled.
+    pub fn cancelled(&self) -> Vec<String> {
+        lock(&self.runs)
+            .values()
+            .filter(|r| r.cancelled)
+            .map(|r| r.job.clone())
+            .collect()
+    }
+
+    /// The correlation ids the trigger of `job` carried, in order.
+    pub fn correlation_ids(&self, job: &str) -> Vec<String> {
+        lock(&self.runs)
+            .values()
+            .filter(|r| r.job == job)
+            .map(|r| r.correlation_id.clone())
+            .collect()
+    }
+}
+
+#[async_trait]
+impl TestRunner for FakeCi {
+    async fn trigger(&self, req: &TriggerRequest) -> Result<RunHandle, PortError> {
+        let script = lock(&self.scripts)
+            .get(&req.job)
+            .cloned()
+            .unwrap_or(Script::After(1, RunState::Passed));
+        if script == Script::Refuse {
+            return Err(PortError::permanent(format!(
+                "job {} not found (404)",
+                req.job
+            )));
+        }
+        let id = {
+            let mut runs = lock(&self.runs);
+            let id = runs.len() as u64 + 1;
+            runs.insert(
+                id,
+                FakeRun {
+                    job: req.job.clone(),
+                    correlation_id: req.correlation_id.clone(),
+                    polls: 0,
+                    script,
+                    cancelled: false,
+                },
+            );
+            id
+        };
+        lock(&self.triggers).push(req.job.clone());
+        self.crashes
+            .maybe_crash(CrashPoint::AfterTrigger(req.job.clone()))
+            .await;
+        Ok(RunHandle {
+            run_id: id.to_string(),
+            url: Some(format!("https://ci.example/{}/{id}", req.job)),
+        })
+    }
+
+    async fn status(&self, run: &RunRef) -> Result<RunStatus, PortError> {
+        let id: u64 = run
+            .run_id
+            .parse()
+            .map_err(|_| PortError::permanent("bad run id"))?;
+        let mut runs = lock(&self.runs);
+        let r = runs
+            .get_mut(&id)
+            .ok_or_else(|| PortError::permanent("run not found (404)"))?;
+        r.polls += 1;
+        let state = if r.cancelled {
+            RunState::Cancelled
+        } else {
+            match r.script {
+                Script::After(n, fin) if r.polls > n => fin,
+                Script::After(..) | Script::Hang => RunState::Running,
+                Script::Refuse => RunState::Failed,
+            }
+        };
+        Ok(RunStatus {
+            state,
+            url: None,
+            message: Some(format!("{state:?}")),
+            run_id: None,
+        })
+    }
+
+    async fn find(&self, req: &TriggerRequest) -> Result<Option<RunHandle>, PortError> {
+        Ok(lock(&self.runs)
+            .iter()
+            .find(|(_, r)| r.correlation_id == req.correlation_id)
+            .map(|(id, r)| RunHandle {
+                run_id: id.to_string(),
+                url: Some(format!("https://ci.example/{}/{id}", r.job)),
+            }))
+    }
+
+    async fn cancel(&self, run: &RunRef) -> Result<(), PortError> {
+        if let Ok(id) = run.run_id.parse::<u64>()
+            && let Some(r) = lock(&self.runs).get_mut(&id)
+        {
+            r.cancelled = true;
+        }
+        Ok(())
+    }
+}
+
+/// Argo CD: applications that sync (instantly, by default) to whatever they are pointed at.
+#[derive(Default)]
+pub struct FakeArgo {
+    apps: Mutex<HashMap<String, (String, bool)>>,
+    promotions: Mutex<Vec<(String, String)>>,
+    /// When set, promoted applications stay OutOfSync until `sync` is called.
+    pub manual_sync: Mutex<bool>,
+    /// Crash points, shared with the other fakes of a test.
+    pub crashes: Arc<Crashes>,
+}
+
+impl FakeArgo {
+    /// A fake with no applications.
+    pub fn new(crashes: Arc<Crashes>) -> Self {
+        Self {
+            crashes,
+            ..Self::default()
+        }
+    }
+
+    /// Deploys `revision` in `app`, synced and healthy.
+    pub fn deploy(&self, app: &str, revision: &str) {
+        lock(&self.apps).insert(app.to_string(), (revision.to_string(), true));
+    }
+
+    /// Marks `app` synced at its target revision.
+    pub fn sync(&self, app: &str) {
+        if let Some(a) = lock(&self.apps).get_mut(app) {
+            a.1 = true;
+        }
+    }
+
+    /// Every promotion that changed an application: (application, revision).
+    pub fn promotions(&self) -> Vec<(String, String)> {
+        lock(&self.promotions).clone()
+    }
+}
+
+#[async_trait]
+impl ArgoCdClient for FakeArgo {
+    async fn application_status(&self, app: &ApplicationRef) -> Result<AppStatus, PortError> {
+        let apps = lock(&self.apps);
+        let Some((rev, synced)) = apps.get(&app.name) else {
+            return Ok(AppStatus {
+                sync: SyncStatus::Unknown,
+                health: HealthStatus::Missing,
+                revisions: vec![],
+                operation_phase: None,
+            });
+        };
+        Ok(AppStatus {
+            sync: if *synced {
+                SyncStatus::Synced
+            } else {
+                SyncStatus::OutOfSync
+            },
+            health: if *synced {
+                HealthStatus::Healthy
+            } else {
+                HealthStatus::Progressing
+            },
+            revisions: vec![rev.clone()],
+            operation_phase: None,
+        })
+    }
+
+    async fn promote(&self, app: &ApplicationRef, req: &PromotionRequest) -> Result<(), PortError> {
+        let manual = *lock(&self.manual_sync);
+        {
+            let mut apps = lock(&self.apps);
+            let current = apps.get(&app.name).map(|a| a.0.clone());
+            if current.as_deref() != Some(req.revision.as_str()) {
+                apps.insert(app.name.clone(), (req.revision.clone(), !manual));
+                lock(&self.promotions).push((app.name.clone(), req.revision.clone()));
+            }
+        }
+        self.crashes.maybe_crash(CrashPoint::AfterPromote).await;
+        Ok(())
+    }
+}
+
+/// GitHub: labels and commit statuses, remembered.
+#[derive(Default)]
+pub struct FakeGitHub {
+    labels: Mutex<HashMap<PullRequestRef, Vec<String>>>,
+    label_calls: Mutex<usize>,
+    statuses: Mutex<Vec<(String, CommitStatus)>>,
+    /// Crash points, shared with the other fakes of a test.
+    pub crashes: Arc<Crashes>,
+}
+
+impl FakeGitHub {
+    /// A fake with no labels.
+    pub fn new(crashes: Arc<Crashes>) -> Self {
+        Self {
+            crashes,
+            ..Self::default()
+        }
+    }
+
+    /// The labels of a PR.
+    pub fn labels(&self, pr: &PullRequestRef) -> Vec<String> {
+        lock(&self.labels).get(pr).cloned().unwrap_or_default()
+    }
+
+    /// How many add-label calls were made.
+    pub fn label_calls(&self) -> usize {
+        *lock(&self.label_calls)
+    }
+
+    /// Every commit status set: (sha, status).
+    pub fn statuses(&self) -> Vec<(String, CommitStatus)> {
+        lock(&self.statuses).clone()
+    }
+}
+
+#[async_trait]
+impl GitHubClient for FakeGitHub {
+    async fn add_label(&self, pr: &PullRequestRef, label: &str) -> Result<(), PortError> {
+        *lock(&self.label_calls) += 1;
+        {
+            let mut labels = lock(&self.labels);
+            let l = labels.entry(pr.clone()).or_default();
+            if !l.iter().any(|x| x == label) {
+                l.push(label.to_string());
+            }
+        }
+        self.crashes.maybe_crash(CrashPoint::AfterLabel).await;
+        Ok(())
+    }
+
+    async fn remove_label(&self, pr: &PullRequestRef, label: &str) -> Result<(), PortError> {
+        if let Some(l) = lock(&self.labels).get_mut(pr) {
+            l.retain(|x| x != label);
+        }
+        Ok(())
+    }
+
+    async fn set_commit_status(
+        &self,
+        _: &PullRequestRef,
+        sha: &str,
+        status: &CommitStatus,
+    ) -> Result<(), PortError> {
+        lock(&self.statuses).push((sha.to_string(), status.clone()));
+        Ok(())
+    }
+}
+
+/// A tracker status kept in memory, counting saves.
+#[derive(Default)]
+pub struct MemoryStore {
+    /// The last saved status.
+    pub status: Mutex<Option<PullRequestTrackerStatus>>,
+    /// How many saves were made.
+    pub saves: Mutex<usize>,
+}
+
+#[async_trait]
+impl TrackerStore for MemoryStore {
+    async fn save(&self, status: &PullRequestTrackerStatus) -> Result<(), StoreError> {
+        *lock(&self.status) = Some(status.clone());
+        *lock(&self.saves) += 1;
+        Ok(())
+    }
+}
+
+/// Events, remembered.
+#[derive(Default)]
+pub struct EventLog {
+    /// Every published event.
+    pub events: Mutex<Vec<DomainEvent>>,
+}
+
+impl EventLog {
+    /// The reasons of every event, in order.
+    pub fn reasons(&self) -> Vec<String> {
+        lock(&self.events)
+            .iter()
+            .map(|e| e.reason.clone())
+            .collect()
+    }
+}
+
+#[async_trait]
+impl EventRecorder for EventLog {
+    async fn publish(&self, event: DomainEvent) {
+        lock(&self.events).push(event);
+    }
+}

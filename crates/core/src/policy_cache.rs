@@ -1,0 +1,381 @@
+//! PolicyCache: every policy, indexed by (namespace, source environment), fed by a watch.
+
+use crate::policy::{PolicyError, validate_policy};
+use crate::selector;
+use promotion_api::PromotionPolicySpec;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+
+/// A policy as the cache holds it, with its validation verdict.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CachedPolicy {
+    /// The policy's namespace.
+    pub namespace: String,
+    /// The policy's name.
+    pub name: String,
+    /// metadata.generation.
+    pub generation: Option<i64>,
+    /// The spec.
+    pub spec: PromotionPolicySpec,
+    /// `validate_policy`'s verdict, computed once per generation.
+    pub validity: Result<(), PolicyError>,
+}
+
+impl CachedPolicy {
+    /// Wraps and validates a policy.
+    pub fn new(
+        namespace: &str,
+        name: &str,
+        generation: Option<i64>,
+        spec: PromotionPolicySpec,
+    ) -> Self {
+        let validity = validate_policy(&spec);
+        Self {
+            namespace: namespace.into(),
+            name: name.into(),
+            generation,
+            spec,
+            validity,
+        }
+    }
+}
+
+/// Why no single usable policy governs a tracker's environment.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum LookupError {
+    /// No policy has this source environment (for this tracker): the last environment.
+    #[error("no PromotionPolicy in namespace {namespace} has sourceEnvironment {environment:?}")]
+    PolicyNotFound {
+        /// The tracker's namespace.
+        namespace: String,
+        /// The environment looked up.
+        environment: String,
+    },
+    /// Two or more policies claim the same source for this tracker.
+    #[error("policies {} all claim sourceEnvironment {environment:?} for this tracker; narrow them with spec.selector", names.join(", "))]
+    Conflict {
+        /// The environment looked up.
+        environment: String,
+        /// The conflicting policies' names, sorted.
+        names: Vec<String>,
+    },
+    /// The one matching policy is invalid.
+    #[error("policy {name} is invalid: {error}")]
+    Invalid {
+        /// The policy's name.
+        name: String,
+        /// Why.
+        error: PolicyError,
+    },
+}
+
+type Key = (String, String);
+
+/// Thread-safe index of policies by (namespace, source environment).
+#[derive(Clone, Default)]
+pub struct PolicyCache {
+    inner: Arc<RwLock<Index>>,
+}
+
+#[derive(Default)]
+struct Index {
+    by_source: HashMap<Key, BTreeMap<String, Arc<CachedPolicy>>>,
+    // Where each policy is filed, so an update that changes its source moves it.
+    filed_under: HashMap<(String, String), Key>,
+}
+
+impl PolicyCache {
+    /// An empty cache.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds or replaces a policy.
+    pub fn upsert(&self, policy: CachedPolicy) {
+        let Ok(mut index) = self.inner.write() else {
+            return;
+        };
+        let id = (policy.namespace.clone(), policy.name.clone());
+        let key = (
+            policy.namespace.clone(),
+            policy.spec.source_environment.clone(),
+        );
+        if let Some(old) = index.filed_under.insert(id.clone(), key.clone())
+            && old != key
+        {
+            remove_from(&mut index.by_source, &old, &id.1);
+        }
+        index
+            .by_source
+            .entry(key)
+            .or_default()
+            .insert(policy.name.clone(), Arc::new(policy));
+    }
+
+    /// Forgets a deleted policy.
+    pub fn remove(&self, namespace: &str, name: &str) {
+        let Ok(mut index) = self.inner.write() else {
+            return;
+        };
+        if let Some(key) = index
+            .filed_under
+            .remove(&(namespace.to_string(), name.to_string()))
+        {
+            remove_from(&mut index.by_source, &key, name);
+        }
+    }
+
+    /// Replaces the whole content (a watch re-list).
+    pub fn replace_all(&self, policies: impl IntoIterator<Item = CachedPolicy>) {
+        if let Ok(mut index) = self.inner.write() {
+            *index = Index::default();
+        }
+        for p in policies {
+            self.upsert(p);
+        }
+    }
+
+    /// The one policy governing `environment` for a tracker in `namespace` with `labels`.
+    pub fn lookup(
+        &self,
+        namespace: &str,
+        environment: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<Arc<CachedPolicy>, LookupError> {
+        let not_found = || LookupError::PolicyNotFound {
+            namespace: namespace.into(),
+            environment: environment.into(),
+        };
+        let index = self.inner.read().map_err(|_| not_found())?;
+        let candidates: Vec<&Arc<CachedPolicy>> = index
+            .by_source
+            .get(&(namespace.to_string(), environment.to_string()))
+            .map(|m| {
+                m.values()
+                    .filter(|p| selector::matches(p.spec.selector.as_ref(), labels))
+                    .collect()
+            })
+            .unwrap_or_default();
+        match candidates.as_slice() {
+            [] => Err(not_found()),
+            [one] => match &one.validity {
+                Ok(()) => Ok(Arc::clone(one)),
+                Err(error) => Err(LookupError::Invalid {
+                    name: one.name.clone(),
+                    error: error.clone(),
+                }),
+            },
+            many => Err(LookupError::Conflict {
+                environment: environment.into(),
+                names: many.iter().map(|p| p.name.clone()).collect(),
+            }),
+        }
+    }
+
+    /// Other policies in the namespace with the same source that could govern the same
+    /// trackers as `policy` (either has no selector, or their selectors are equal).
+    pub fn rivals(&self, policy: &CachedPolicy) -> Vec<String> {
+        let Ok(index) = self.inner.read() else {
+            return Vec::new();
+        };
+        index
+            .by_source
+            .get(&(
+                policy.namespace.clone(),
+                policy.spec.source_environment.clone(),
+            ))
+            .map(|m| {
+                m.values()
+                    .filter(|p| p.name != policy.name)
+                    .filter(|p| {
+                        p.spec.selector.is_none()
+                            || policy.spec.selector.is_none()
+                            || p.spec.selector == policy.spec.selector
+                    })
+                    .map(|p| p.name.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// How many policies are cached.
+    pub fn len(&self) -> usize {
+        self.inner.read().map(|i| i.filed_under.len()).unwrap_or(0)
+    }
+
+    /// Whether the cache is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn remove_from(
+    by_source: &mut HashMap<Key, BTreeMap<String, Arc<CachedPolicy>>>,
+    key: &Key,
+    name: &str,
+) {
+    if let Some(m) = by_source.get_mut(key) {
+        m.remove(name);
+        if m.is_empty() {
+            by_source.remove(key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn policy(name: &str, source: &str, selector: Option<serde_json::Value>) -> CachedPolicy {
+        let mut spec = json!({
+            "sourceEnvironment": source, "targetEnvironment": "next",
+            "externalTests": [], "promotion": {"application": {"name": "app"}}
+        });
+        if let Some(s) = selector {
+            spec["selector"] = s;
+        }
+        CachedPolicy::new(
+            "ns",
+            name,
+            Some(1),
+            serde_json::from_value(spec).expect("spec"),
+        )
+    }
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn finds_by_namespace_and_source() {
+        let cache = PolicyCache::new();
+        cache.upsert(policy("a", "dev", None));
+        cache.upsert(policy("b", "staging", None));
+        assert_eq!(
+            cache.lookup("ns", "dev", &labels(&[])).expect("found").name,
+            "a"
+        );
+        assert_eq!(
+            cache
+                .lookup("ns", "staging", &labels(&[]))
+                .expect("found")
+                .name,
+            "b"
+        );
+        assert!(matches!(
+            cache.lookup("other", "dev", &labels(&[])),
+            Err(LookupError::PolicyNotFound { .. })
+        ));
+        assert!(matches!(
+            cache.lookup("ns", "prod", &labels(&[])),
+            Err(LookupError::PolicyNotFound { .. })
+        ));
+    }
+
+    #[test]
+    fn an_update_that_changes_the_source_moves_the_policy() {
+        let cache = PolicyCache::new();
+        cache.upsert(policy("a", "dev", None));
+        cache.upsert(policy("a", "qa", None));
+        assert!(cache.lookup("ns", "dev", &labels(&[])).is_err());
+        assert!(cache.lookup("ns", "qa", &labels(&[])).is_ok());
+        cache.remove("ns", "a");
+        assert!(cache.is_empty());
+        assert!(cache.lookup("ns", "qa", &labels(&[])).is_err());
+    }
+
+    #[test]
+    fn two_policies_for_the_same_tracker_conflict() {
+        let cache = PolicyCache::new();
+        cache.upsert(policy("a", "dev", None));
+        cache.upsert(policy("b", "dev", None));
+        let err = cache
+            .lookup("ns", "dev", &labels(&[]))
+            .expect_err("conflict");
+        assert_eq!(
+            err,
+            LookupError::Conflict {
+                environment: "dev".into(),
+                names: vec!["a".into(), "b".into()]
+            }
+        );
+        assert!(err.to_string().contains("a, b"));
+        assert_eq!(
+            cache.rivals(&policy("a", "dev", None)),
+            vec!["b".to_string()]
+        );
+    }
+
+    #[test]
+    fn selectors_split_trackers_between_policies() {
+        let cache = PolicyCache::new();
+        cache.upsert(policy(
+            "web",
+            "dev",
+            Some(json!({"matchLabels": {"tier": "web"}})),
+        ));
+        cache.upsert(policy(
+            "api",
+            "dev",
+            Some(json!({"matchLabels": {"tier": "api"}})),
+        ));
+        assert_eq!(
+            cache
+                .lookup("ns", "dev", &labels(&[("tier", "web")]))
+                .expect("web")
+                .name,
+            "web"
+        );
+        assert_eq!(
+            cache
+                .lookup("ns", "dev", &labels(&[("tier", "api")]))
+                .expect("api")
+                .name,
+            "api"
+        );
+        assert!(cache.lookup("ns", "dev", &labels(&[])).is_err());
+        assert!(
+            cache
+                .rivals(&policy(
+                    "web",
+                    "dev",
+                    Some(json!({"matchLabels": {"tier": "web"}}))
+                ))
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn an_invalid_policy_is_reported_not_used() {
+        let cache = PolicyCache::new();
+        let mut p = policy("a", "dev", None);
+        p.spec.target_environment = "dev".into();
+        let p = CachedPolicy::new("ns", "a", Some(2), p.spec);
+        cache.upsert(p);
+        assert!(matches!(
+            cache.lookup("ns", "dev", &labels(&[])),
+            Err(LookupError::Invalid { .. })
+        ));
+    }
+
+    #[test]
+    fn concurrent_readers_and_writers() {
+        let cache = PolicyCache::new();
+        std::thread::scope(|s| {
+            for i in 0..4 {
+                let cache = cache.clone();
+                s.spawn(move || {
+                    for j in 0..200 {
+                        cache.upsert(policy(&format!("p{i}-{j}"), &format!("env{j}"), None));
+                        let _ = cache.lookup("ns", &format!("env{j}"), &BTreeMap::new());
+                    }
+                });
+            }
+        });
+        assert_eq!(cache.len(), 800);
+    }
+}
