@@ -1,1 +1,8 @@
-pub fn placeholder() {}
+//! The reconcilers that run the promotion engine on Kubernetes: the tracker
+//! controller, the policy watch, and the Kubernetes side of the engine's ports
+//! (status store, events).
+
+pub mod controller;
+pub mod events;
+pub mod policy_watch;
+pub mod store;

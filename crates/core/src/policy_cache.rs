@@ -198,6 +198,18 @@ impl PolicyCache {
             .unwrap_or_default()
     }
 
+    /// Every policy of `namespace` with `source` as its source environment.
+    pub fn in_source(&self, namespace: &str, source: &str) -> Vec<Arc<CachedPolicy>> {
+        let Ok(index) = self.inner.read() else {
+            return Vec::new();
+        };
+        index
+            .by_source
+            .get(&(namespace.to_string(), source.to_string()))
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// How many policies are cached.
     pub fn len(&self) -> usize {
         self.inner.read().map(|i| i.filed_under.len()).unwrap_or(0)

@@ -1,0 +1,223 @@
+//! The PullRequestTracker controller: kube-runtime's Controller driving the engine.
+
+use crate::events::KubeEventRecorder;
+use crate::policy_watch;
+use crate::store::KubeTrackerStore;
+use futures::StreamExt;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{Predicate, WatchStreamExt, predicates, watcher};
+use kube::{Client, Resource, ResourceExt};
+use promotion_api::{PromotionPolicy, PullRequestTracker};
+use promotion_core::conditions::{self, types};
+use promotion_core::engine::{Engine, EngineConfig, EngineError, Ports};
+use promotion_core::policy_cache::PolicyCache;
+use promotion_core::ports::StoreError;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tracing::Instrument;
+
+/// How the controller runs.
+#[derive(Clone, Debug)]
+pub struct ControllerConfig {
+    /// The engine's tunables.
+    pub engine: EngineConfig,
+    /// Watch one namespace, or all when None.
+    pub namespace: Option<String>,
+    /// How often an idle tracker is looked at anyway (a safety net; changes wake it at once).
+    pub resync: Duration,
+    /// The name on Events (`reportingController`).
+    pub reporter: String,
+}
+
+impl Default for ControllerConfig {
+    fn default() -> Self {
+        Self {
+            engine: EngineConfig::default(),
+            namespace: None,
+            resync: Duration::from_secs(300),
+            reporter: "promotion-controller".into(),
+        }
+    }
+}
+
+/// What every reconcile shares.
+pub struct Context {
+    engine: Engine,
+    policies: PolicyCache,
+    client: Client,
+    recorder: Recorder,
+    resync: Duration,
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+/// Why a reconcile failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The engine could not finish.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+/// Runs until `shutdown` resolves: waits for the policy cache to fill, then reconciles trackers.
+pub async fn run(
+    client: Client,
+    ports: Ports,
+    config: ControllerConfig,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let (trackers, policies): (Api<PullRequestTracker>, Api<PromotionPolicy>) =
+        match &config.namespace {
+            Some(ns) => (
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+            ),
+            None => (Api::all(client.clone()), Api::all(client.clone())),
+        };
+    let cache = PolicyCache::new();
+    let (ready_tx, mut ready_rx) = tokio::sync::watch::channel(false);
+    let (changed_tx, changed_rx) = futures::channel::mpsc::unbounded::<String>();
+    // Aborted when this future is dropped or ends, so a stopped controller leaves no watch behind.
+    let _policy_task = AbortOnDrop(tokio::spawn(policy_watch::run(
+        client.clone(),
+        policies,
+        cache.clone(),
+        ready_tx,
+        changed_tx,
+    )));
+    // Reconciling before every policy is known could complete a PR that has a next hop.
+    if ready_rx.wait_for(|ready| *ready).await.is_err() {
+        tracing::error!("the policy watch ended before its first list");
+        return;
+    }
+
+    let (reader, writer) = reflector::store();
+    let trackers_stream = reflector::reflector(
+        writer,
+        watcher::watcher(trackers, watcher::Config::default()),
+    )
+    .default_backoff()
+    .applied_objects()
+    // Our own status writes would wake every tracker again; spec, labels and annotations are what matter.
+    .predicate_filter(
+        predicates::generation
+            .combine(predicates::annotations)
+            .combine(predicates::labels),
+        Default::default(),
+    );
+    let by_namespace = {
+        let reader = reader.clone();
+        changed_rx.flat_map(move |ns: String| {
+            let refs: Vec<ObjectRef<PullRequestTracker>> = reader
+                .state()
+                .iter()
+                .filter(|t| t.namespace().as_deref() == Some(ns.as_str()))
+                .map(|t| ObjectRef::from_obj(t.as_ref()))
+                .collect();
+            futures::stream::iter(refs)
+        })
+    };
+    let ctx = Arc::new(Context {
+        engine: Engine::new(ports, config.engine.clone()),
+        policies: cache,
+        client: client.clone(),
+        recorder: Recorder::new(
+            client,
+            Reporter {
+                controller: config.reporter.clone(),
+                instance: None,
+            },
+        ),
+        resync: config.resync,
+        failures: Mutex::new(HashMap::new()),
+    });
+    Controller::for_stream(trackers_stream, reader)
+        .reconcile_on(by_namespace)
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "reconcile failed");
+            }
+        })
+        .await;
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn reconcile(tracker: Arc<PullRequestTracker>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let name = tracker.name_any();
+    let ns = tracker.namespace().unwrap_or_default();
+    let span = tracing::info_span!("reconcile", tracker = %name, namespace = %ns);
+    async move {
+        let api: Api<PullRequestTracker> = Api::namespaced(ctx.client.clone(), &ns);
+        let store = KubeTrackerStore::new(api, &tracker);
+        let events = KubeEventRecorder::new(ctx.recorder.clone(), tracker.object_ref(&()));
+        let result = ctx
+            .engine
+            .reconcile(&tracker, &ctx.policies, &store, &events)
+            .await;
+        match result {
+            Ok(after) => {
+                if let Ok(mut f) = ctx.failures.lock() {
+                    f.remove(&format!("{ns}/{name}"));
+                }
+                Ok(Action::requeue(after.unwrap_or(ctx.resync).min(ctx.resync)))
+            }
+            // A newer version is on its way through the watch; decide again with it.
+            Err(EngineError::Store(StoreError::Conflict)) => {
+                Ok(Action::requeue(Duration::from_millis(200)))
+            }
+            Err(EngineError::Store(StoreError::Gone)) => Ok(Action::await_change()),
+            Err(e) => Err(e.into()),
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+fn error_policy(tracker: Arc<PullRequestTracker>, error: &Error, ctx: Arc<Context>) -> Action {
+    let name = tracker.name_any();
+    let ns = tracker.namespace().unwrap_or_default();
+    let failures = ctx
+        .failures
+        .lock()
+        .map(|mut f| {
+            let n = f.entry(format!("{ns}/{name}")).or_insert(0);
+            *n += 1;
+            *n
+        })
+        .unwrap_or(1);
+    let delay = Duration::from_secs(1u64 << failures.min(8)).min(Duration::from_secs(300));
+    tracing::warn!(tracker = %name, namespace = %ns, %error, failures, ?delay, "reconcile failed; backing off");
+    // Show it where people look, best effort: the status may be exactly what cannot be written.
+    let message = format!("reconcile failed {failures} time(s), retrying in {delay:?}: {error}");
+    let client = ctx.client.clone();
+    let mut status = tracker.status.clone().unwrap_or_default();
+    conditions::set(
+        &mut status.conditions,
+        types::READY,
+        false,
+        "ReconcileError",
+        message,
+        tracker.metadata.generation,
+    );
+    tokio::spawn(async move {
+        let api: Api<PullRequestTracker> = Api::namespaced(client, &ns);
+        let patch = serde_json::json!({"status": {"conditions": status.conditions}});
+        let _ = api
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await;
+    });
+    Action::requeue(delay)
+}

@@ -1,0 +1,183 @@
+//! Folds the PromotionPolicy watch into the PolicyCache, and shows each policy's
+//! verdict in its status (Valid, Ready) so a bad policy is visible in `kubectl get pp`.
+
+use crate::store::FIELD_MANAGER;
+use futures::StreamExt;
+use futures::channel::mpsc::UnboundedSender;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use kube::{Client, ResourceExt};
+use promotion_api::PromotionPolicy;
+use promotion_core::conditions::{self, types};
+use promotion_core::policy_cache::{CachedPolicy, PolicyCache};
+use std::collections::HashMap;
+use tokio::sync::watch;
+
+/// A policy as the cache wants it.
+pub fn to_cached(p: &PromotionPolicy) -> CachedPolicy {
+    CachedPolicy::new(
+        &p.namespace().unwrap_or_default(),
+        &p.name_any(),
+        p.metadata.generation,
+        p.spec.clone(),
+    )
+}
+
+/// Watches policies until the stream ends. Signals `ready` after the first full list,
+/// and sends the namespace of every change to `changed` so its trackers are looked at.
+pub async fn run(
+    client: Client,
+    api: Api<PromotionPolicy>,
+    cache: PolicyCache,
+    ready: watch::Sender<bool>,
+    changed: UnboundedSender<String>,
+) {
+    let mut known: HashMap<(String, String), PromotionPolicy> = HashMap::new();
+    let mut listing: Vec<PromotionPolicy> = Vec::new();
+    let mut stream = watcher(api.clone()).boxed();
+    while let Some(event) = stream.next().await {
+        let event = match event {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(error = %e, "policy watch failed; retrying");
+                continue;
+            }
+        };
+        let mut touched: Vec<(String, String)> = Vec::new();
+        match event {
+            Event::Init => listing.clear(),
+            Event::InitApply(p) => listing.push(p),
+            Event::InitDone => {
+                known = listing.drain(..).map(|p| (key(&p), p)).collect();
+                cache.replace_all(known.values().map(to_cached));
+                touched = known
+                    .values()
+                    .map(|p| {
+                        (
+                            p.namespace().unwrap_or_default(),
+                            p.spec.source_environment.clone(),
+                        )
+                    })
+                    .collect();
+                let _ = ready.send(true);
+            }
+            Event::Apply(p) => {
+                let ns = p.namespace().unwrap_or_default();
+                if let Some(old) = known.get(&key(&p)) {
+                    touched.push((ns.clone(), old.spec.source_environment.clone()));
+                }
+                touched.push((ns, p.spec.source_environment.clone()));
+                cache.upsert(to_cached(&p));
+                known.insert(key(&p), p);
+            }
+            Event::Delete(p) => {
+                cache.remove(&p.namespace().unwrap_or_default(), &p.name_any());
+                known.remove(&key(&p));
+                touched.push((
+                    p.namespace().unwrap_or_default(),
+                    p.spec.source_environment.clone(),
+                ));
+            }
+        }
+        touched.sort();
+        touched.dedup();
+        for (ns, source) in touched {
+            for policy in cache.in_source(&ns, &source) {
+                if let Some(obj) = known.get(&(ns.clone(), policy.name.clone())) {
+                    update_status(&client, obj, &policy, &cache).await;
+                }
+            }
+            let _ = changed.unbounded_send(ns);
+        }
+    }
+}
+
+fn watcher(
+    api: Api<PromotionPolicy>,
+) -> impl futures::Stream<Item = Result<Event<PromotionPolicy>, watcher::Error>> {
+    watcher::watcher(api, watcher::Config::default()).default_backoff()
+}
+
+fn key(p: &PromotionPolicy) -> (String, String) {
+    (p.namespace().unwrap_or_default(), p.name_any())
+}
+
+/// Writes Valid and Ready when they differ from what the policy shows.
+async fn update_status(
+    client: &Client,
+    obj: &PromotionPolicy,
+    policy: &CachedPolicy,
+    cache: &PolicyCache,
+) {
+    let current = obj.status.clone().unwrap_or_default();
+    let mut conds: Vec<Condition> = current.conditions.clone();
+    let g = obj.metadata.generation;
+    match &policy.validity {
+        Ok(()) => conditions::set(
+            &mut conds,
+            types::VALID,
+            true,
+            "Valid",
+            "the policy is valid",
+            g,
+        ),
+        Err(e) => conditions::set(&mut conds, types::VALID, false, "Invalid", e.to_string(), g),
+    }
+    let rivals = cache.rivals(policy);
+    match (&policy.validity, rivals.is_empty()) {
+        (Err(_), _) => conditions::set(
+            &mut conds,
+            types::READY,
+            false,
+            "Invalid",
+            "fix the policy: see the Valid condition",
+            g,
+        ),
+        (Ok(()), false) => conditions::set(
+            &mut conds,
+            types::READY,
+            false,
+            "Conflict",
+            format!(
+                "policies {} also promote from {:?} for the same trackers; give them disjoint spec.selector",
+                rivals.join(", "),
+                policy.spec.source_environment
+            ),
+            g,
+        ),
+        (Ok(()), true) => conditions::set(
+            &mut conds,
+            types::READY,
+            true,
+            "Ready",
+            "the policy gates its trackers",
+            g,
+        ),
+    }
+    let same = current.observed_generation == g
+        && conds.len() == current.conditions.len()
+        && conds.iter().zip(&current.conditions).all(|(a, b)| {
+            a.type_ == b.type_
+                && a.status == b.status
+                && a.reason == b.reason
+                && a.message == b.message
+                && a.observed_generation == b.observed_generation
+        });
+    if same {
+        return;
+    }
+    let api: Api<PromotionPolicy> = Api::namespaced(client.clone(), &policy.namespace);
+    let patch = serde_json::json!({"status": {"observedGeneration": g, "conditions": conds}});
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PatchParams::default()
+    };
+    if let Err(e) = api
+        .patch_status(&policy.name, &params, &Patch::Merge(&patch))
+        .await
+    {
+        tracing::warn!(policy = %policy.name, error = %e, "could not update the policy's status");
+    }
+}

@@ -1,0 +1,69 @@
+//! TrackerStore on the Kubernetes API: a PUT of the status subresource that
+//! carries the resourceVersion last seen, so a stale decision is refused (409)
+//! before any side effect that follows it.
+
+use async_trait::async_trait;
+use kube::api::{Api, PostParams};
+use promotion_api::{PullRequestTracker, PullRequestTrackerStatus};
+use promotion_core::ports::{StoreError, TrackerStore};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The field manager of every write the controller makes.
+pub const FIELD_MANAGER: &str = "promotion-controller";
+
+/// Counts status writes, for the metrics and the API-cost test.
+pub static STATUS_WRITES: AtomicU64 = AtomicU64::new(0);
+
+/// Saves one tracker's status with optimistic concurrency.
+pub struct KubeTrackerStore {
+    api: Api<PullRequestTracker>,
+    object: Mutex<PullRequestTracker>,
+}
+
+impl KubeTrackerStore {
+    /// A store for `tracker` as it was read.
+    pub fn new(api: Api<PullRequestTracker>, tracker: &PullRequestTracker) -> Self {
+        let mut object = PullRequestTracker::new(
+            &tracker.metadata.name.clone().unwrap_or_default(),
+            tracker.spec.clone(),
+        );
+        object.metadata.namespace = tracker.metadata.namespace.clone();
+        object.metadata.resource_version = tracker.metadata.resource_version.clone();
+        Self {
+            api,
+            object: Mutex::new(object),
+        }
+    }
+}
+
+#[async_trait]
+impl TrackerStore for KubeTrackerStore {
+    async fn save(&self, status: &PullRequestTrackerStatus) -> Result<(), StoreError> {
+        let body = {
+            let mut obj = self
+                .object
+                .lock()
+                .map_err(|_| StoreError::Other("store lock poisoned".into()))?;
+            obj.status = Some(status.clone());
+            obj.clone()
+        };
+        let name = body.metadata.name.clone().unwrap_or_default();
+        let params = PostParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..PostParams::default()
+        };
+        STATUS_WRITES.fetch_add(1, Ordering::Relaxed);
+        match self.api.replace_status(&name, &params, &body).await {
+            Ok(saved) => {
+                if let Ok(mut obj) = self.object.lock() {
+                    obj.metadata.resource_version = saved.metadata.resource_version;
+                }
+                Ok(())
+            }
+            Err(kube::Error::Api(s)) if s.code == 409 => Err(StoreError::Conflict),
+            Err(kube::Error::Api(s)) if s.code == 404 => Err(StoreError::Gone),
+            Err(e) => Err(StoreError::Other(e.to_string())),
+        }
+    }
+}
