@@ -144,6 +144,25 @@ impl Harness {
         self.crash().await;
     }
 
+    /// Waits until a policy reports Ready=True.
+    pub async fn wait_for_policy_ready(&self, name: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let p = self.policies().get(name).await.expect("policy");
+            let ready = p
+                .status
+                .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Ready"));
+            if ready.is_some_and(|c| c.status == "True") {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "policy {name} never became ready"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// The Events about `name`: (type, reason, note).
     pub async fn events(&self, name: &str) -> Vec<(String, String, String)> {
         let api: Api<Event> = Api::namespaced(self.ctx.client.clone(), &self.ctx.namespace);

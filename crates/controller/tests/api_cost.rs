@@ -1,0 +1,42 @@
+//! How many API writes one hop costs, counted on the real API server.
+//! Alone in its binary: the write counter is process-wide.
+
+mod support;
+
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, ListParams};
+use promotion_api::Phase;
+use promotion_controller::store::STATUS_WRITES;
+use std::sync::atomic::Ordering;
+use support::*;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn writes_per_hop() {
+    let mut h = Harness::new("api-cost").await;
+    h.create_policy(policy("dev-to-staging", "dev", "staging", two_tests("dev")))
+        .await;
+    h.start();
+    // Let the policy status settle so it is not counted.
+    h.wait_for_policy_ready("dev-to-staging").await;
+    let before = STATUS_WRITES.load(Ordering::Relaxed);
+    h.create_tracker(tracker("pr-42")).await;
+    h.wait_phase("pr-42", Phase::Completed).await;
+    let status_writes = STATUS_WRITES.load(Ordering::Relaxed) - before;
+    let events: Api<Event> = Api::namespaced(h.ctx.client.clone(), &h.ctx.namespace);
+    let event_writes = events
+        .list(&ListParams::default())
+        .await
+        .expect("events")
+        .items
+        .len();
+    println!(
+        "one hop (dev -> staging, 2 tests) then Completed in staging: {status_writes} tracker status writes, {event_writes} events"
+    );
+    // The protocol's floor: first sight, synced, intents, run ids, results, pending promotion,
+    // application step, record, synced in staging, completed.
+    assert!(status_writes >= 8, "{status_writes}");
+    assert!(
+        status_writes <= 16,
+        "a hop should not cost more than 16 status writes, it cost {status_writes}"
+    );
+}
