@@ -58,6 +58,8 @@ pub enum Script {
     Hang,
     /// The trigger is refused.
     Refuse,
+    /// The run starts but the trigger's answer is lost (a timeout after sending), then it passes.
+    LostAnswer,
 }
 
 #[derive(Clone, Debug)]
@@ -135,6 +137,7 @@ impl TestRunner for FakeCi {
                 req.job
             )));
         }
+        let lost = script == Script::LostAnswer;
         let id = {
             let mut runs = lock(&self.runs);
             let id = runs.len() as u64 + 1;
@@ -151,6 +154,9 @@ impl TestRunner for FakeCi {
             id
         };
         lock(&self.triggers).push(req.job.clone());
+        if lost {
+            return Err(PortError::ambiguous("timed out waiting for the answer"));
+        }
         self.crashes
             .maybe_crash(CrashPoint::AfterTrigger(req.job.clone()))
             .await;
@@ -177,6 +183,7 @@ impl TestRunner for FakeCi {
                 Script::After(n, fin) if r.polls > n => fin,
                 Script::After(..) | Script::Hang => RunState::Running,
                 Script::Refuse => RunState::Failed,
+                Script::LostAnswer => RunState::Passed,
             }
         };
         Ok(RunStatus {
