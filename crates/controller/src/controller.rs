@@ -1,22 +1,26 @@
 //! The PullRequestTracker controller: kube-runtime's Controller driving the engine.
 
 use crate::events::KubeEventRecorder;
+use crate::metrics::Metrics;
 use crate::policy_watch;
 use crate::store::KubeTrackerStore;
 use futures::StreamExt;
+use futures::channel::mpsc::UnboundedReceiver;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Predicate, WatchStreamExt, predicates, watcher};
 use kube::{Client, Resource, ResourceExt};
-use promotion_api::{PromotionPolicy, PullRequestTracker};
+use promotion_api::{PromotionPolicy, Provider, PullRequestTracker};
 use promotion_core::conditions::{self, types};
 use promotion_core::engine::{Engine, EngineConfig, EngineError, Ports};
 use promotion_core::policy_cache::PolicyCache;
 use promotion_core::ports::StoreError;
+use promotion_core::records::is_final;
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tracing::Instrument;
@@ -45,6 +49,48 @@ impl Default for ControllerConfig {
     }
 }
 
+/// A CI system said a run changed (a webhook): wake the trackers that follow it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Wake {
+    /// The CI system.
+    pub provider: Provider,
+    /// The job, when the id alone is not unique (a Jenkins build number).
+    pub job: Option<String>,
+    /// The run's id as the CI system names it (workflow run id, pipeline id, build number).
+    pub id: String,
+}
+
+impl Wake {
+    /// Whether a tracker follows this run: an unfinished run of that provider whose
+    /// run id is the id, or ends in `:id` or `/id`.
+    pub fn matches(&self, tracker: &PullRequestTracker) -> bool {
+        let Some(status) = &tracker.status else {
+            return false;
+        };
+        status.test_runs.iter().any(|r| {
+            r.provider == self.provider
+                && !is_final(r.state)
+                && self.job.as_ref().is_none_or(|j| j == &r.job)
+                && r.run_id.as_ref().is_some_and(|id| {
+                    id == &self.id
+                        || id.ends_with(&format!(":{}", self.id))
+                        || id.ends_with(&format!("/{}", self.id))
+                })
+        })
+    }
+}
+
+/// Optional connections to the rest of the process.
+#[derive(Default)]
+pub struct Hooks {
+    /// Metrics to feed.
+    pub metrics: Option<Arc<Metrics>>,
+    /// Set once both caches (policies, trackers) have their first full list.
+    pub ready: Option<Arc<AtomicBool>>,
+    /// CI callbacks that wake trackers at once instead of at the next poll.
+    pub wake: Option<UnboundedReceiver<Wake>>,
+}
+
 /// What every reconcile shares.
 pub struct Context {
     engine: Engine,
@@ -52,6 +98,7 @@ pub struct Context {
     client: Client,
     recorder: Recorder,
     resync: Duration,
+    metrics: Option<Arc<Metrics>>,
     failures: Mutex<HashMap<String, u32>>,
 }
 
@@ -68,6 +115,7 @@ pub async fn run(
     client: Client,
     ports: Ports,
     config: ControllerConfig,
+    hooks: Hooks,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let (trackers, policies): (Api<PullRequestTracker>, Api<PromotionPolicy>) =
@@ -96,6 +144,26 @@ pub async fn run(
     }
 
     let (reader, writer) = reflector::store();
+    if let Some(m) = &hooks.metrics {
+        m.set_trackers_source(reader.clone());
+    }
+    let _ready_task = hooks.ready.map(|flag| {
+        let reader = reader.clone();
+        AbortOnDrop(tokio::spawn(async move {
+            // The store wakes only its latest waiter (the Controller waits too), so ask again
+            // until it answers; once ready it answers at once.
+            loop {
+                let ready =
+                    tokio::time::timeout(Duration::from_millis(100), reader.wait_until_ready())
+                        .await;
+                match ready {
+                    Ok(Ok(())) => break flag.store(true, Ordering::SeqCst),
+                    Ok(Err(_)) => break,
+                    Err(_) => continue,
+                }
+            }
+        }))
+    });
     let trackers_stream = reflector::reflector(
         writer,
         watcher::watcher(trackers, watcher::Config::default()),
@@ -112,14 +180,16 @@ pub async fn run(
     let by_namespace = {
         let reader = reader.clone();
         changed_rx.flat_map(move |ns: String| {
-            let refs: Vec<ObjectRef<PullRequestTracker>> = reader
-                .state()
-                .iter()
-                .filter(|t| t.namespace().as_deref() == Some(ns.as_str()))
-                .map(|t| ObjectRef::from_obj(t.as_ref()))
-                .collect();
-            futures::stream::iter(refs)
+            refs_where(&reader, |t| t.namespace().as_deref() == Some(ns.as_str()))
         })
+    };
+    let woken = {
+        let reader = reader.clone();
+        let wake = hooks
+            .wake
+            .map(|rx| rx.boxed())
+            .unwrap_or_else(|| futures::stream::pending().boxed());
+        wake.flat_map(move |w: Wake| refs_where(&reader, |t| w.matches(t)))
     };
     let ctx = Arc::new(Context {
         engine: Engine::new(ports, config.engine.clone()),
@@ -133,10 +203,11 @@ pub async fn run(
             },
         ),
         resync: config.resync,
+        metrics: hooks.metrics,
         failures: Mutex::new(HashMap::new()),
     });
     Controller::for_stream(trackers_stream, reader)
-        .reconcile_on(by_namespace)
+        .reconcile_on(futures::stream::select(by_namespace, woken))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {
@@ -145,6 +216,19 @@ pub async fn run(
             }
         })
         .await;
+}
+
+fn refs_where(
+    reader: &Store<PullRequestTracker>,
+    keep: impl Fn(&PullRequestTracker) -> bool,
+) -> futures::stream::Iter<std::vec::IntoIter<ObjectRef<PullRequestTracker>>> {
+    let refs: Vec<ObjectRef<PullRequestTracker>> = reader
+        .state()
+        .iter()
+        .filter(|t| keep(t))
+        .map(|t| ObjectRef::from_obj(t.as_ref()))
+        .collect();
+    futures::stream::iter(refs)
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
@@ -161,12 +245,20 @@ async fn reconcile(tracker: Arc<PullRequestTracker>, ctx: Arc<Context>) -> Resul
     let span = tracing::info_span!("reconcile", tracker = %name, namespace = %ns);
     async move {
         let api: Api<PullRequestTracker> = Api::namespaced(ctx.client.clone(), &ns);
-        let store = KubeTrackerStore::new(api, &tracker);
+        let store = KubeTrackerStore::new(api, &tracker, ctx.metrics.clone());
         let events = KubeEventRecorder::new(ctx.recorder.clone(), tracker.object_ref(&()));
         let result = ctx
             .engine
             .reconcile(&tracker, &ctx.policies, &store, &events)
             .await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(EngineError::Store(StoreError::Conflict)) => "conflict",
+            Err(_) => "error",
+        };
+        if let Some(m) = &ctx.metrics {
+            m.reconciled(outcome);
+        }
         match result {
             Ok(after) => {
                 if let Ok(mut f) = ctx.failures.lock() {

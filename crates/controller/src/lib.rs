@@ -4,5 +4,6 @@
 
 pub mod controller;
 pub mod events;
+pub mod metrics;
 pub mod policy_watch;
 pub mod store;

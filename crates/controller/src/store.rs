@@ -2,37 +2,43 @@
 //! carries the resourceVersion last seen, so a stale decision is refused (409)
 //! before any side effect that follows it.
 
+use crate::metrics::Metrics;
 use async_trait::async_trait;
 use kube::api::{Api, PostParams};
 use promotion_api::{PullRequestTracker, PullRequestTrackerStatus};
 use promotion_core::ports::{StoreError, TrackerStore};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// The field manager of every write the controller makes.
 pub const FIELD_MANAGER: &str = "promotion-controller";
 
-/// Counts status writes, for the metrics and the API-cost test.
+/// Counts status writes, for the API-cost test.
 pub static STATUS_WRITES: AtomicU64 = AtomicU64::new(0);
 
 /// Saves one tracker's status with optimistic concurrency.
 pub struct KubeTrackerStore {
     api: Api<PullRequestTracker>,
     object: Mutex<PullRequestTracker>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl KubeTrackerStore {
     /// A store for `tracker` as it was read.
-    pub fn new(api: Api<PullRequestTracker>, tracker: &PullRequestTracker) -> Self {
-        let mut object = PullRequestTracker::new(
-            &tracker.metadata.name.clone().unwrap_or_default(),
-            tracker.spec.clone(),
-        );
+    pub fn new(
+        api: Api<PullRequestTracker>,
+        tracker: &PullRequestTracker,
+        metrics: Option<Arc<Metrics>>,
+    ) -> Self {
+        let name = tracker.metadata.name.clone().unwrap_or_default();
+        let mut object = PullRequestTracker::new(&name, tracker.spec.clone());
         object.metadata.namespace = tracker.metadata.namespace.clone();
         object.metadata.resource_version = tracker.metadata.resource_version.clone();
+        object.status = tracker.status.clone();
         Self {
             api,
             object: Mutex::new(object),
+            metrics,
         }
     }
 }
@@ -40,13 +46,14 @@ impl KubeTrackerStore {
 #[async_trait]
 impl TrackerStore for KubeTrackerStore {
     async fn save(&self, status: &PullRequestTrackerStatus) -> Result<(), StoreError> {
-        let body = {
-            let mut obj = self
+        let (body, previous) = {
+            let obj = self
                 .object
                 .lock()
                 .map_err(|_| StoreError::Other("store lock poisoned".into()))?;
-            obj.status = Some(status.clone());
-            obj.clone()
+            let mut body = obj.clone();
+            body.status = Some(status.clone());
+            (body, obj.status.clone().unwrap_or_default())
         };
         let name = body.metadata.name.clone().unwrap_or_default();
         let params = PostParams {
@@ -58,6 +65,10 @@ impl TrackerStore for KubeTrackerStore {
             Ok(saved) => {
                 if let Ok(mut obj) = self.object.lock() {
                     obj.metadata.resource_version = saved.metadata.resource_version;
+                    obj.status = Some(status.clone());
+                }
+                if let Some(m) = &self.metrics {
+                    m.status_saved(&previous, status);
                 }
                 Ok(())
             }

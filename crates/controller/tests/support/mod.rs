@@ -23,6 +23,11 @@ pub struct Harness {
     pub ci: Arc<FakeCi>,
     pub argo: Arc<FakeArgo>,
     pub github: Arc<FakeGitHub>,
+    pub metrics: Arc<promotion_controller::metrics::Metrics>,
+    /// How often the controller polls CI and Argo CD.
+    pub poll: Duration,
+    pub ready: Arc<std::sync::atomic::AtomicBool>,
+    pub wake: Option<futures::channel::mpsc::UnboundedSender<controller::Wake>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -38,6 +43,10 @@ impl Harness {
             argo,
             crashes,
             ctx,
+            metrics: Arc::new(promotion_controller::metrics::Metrics::new()),
+            ready: Arc::default(),
+            poll: Duration::from_millis(100),
+            wake: None,
             task: None,
         }
     }
@@ -51,7 +60,7 @@ impl Harness {
         };
         let config = ControllerConfig {
             engine: EngineConfig {
-                poll_interval: Duration::from_millis(100),
+                poll_interval: self.poll,
                 adoption_grace: Duration::from_millis(500),
                 ..EngineConfig::default()
             },
@@ -59,10 +68,18 @@ impl Harness {
             ..ControllerConfig::default()
         };
         let client = self.ctx.client.clone();
+        let (wake_tx, wake_rx) = futures::channel::mpsc::unbounded();
+        self.wake = Some(wake_tx);
+        let hooks = controller::Hooks {
+            metrics: Some(self.metrics.clone()),
+            ready: Some(self.ready.clone()),
+            wake: Some(wake_rx),
+        };
         self.task = Some(tokio::spawn(controller::run(
             client,
             ports,
             config,
+            hooks,
             std::future::pending(),
         )));
     }

@@ -1,0 +1,114 @@
+//! Metrics, readiness and CI callbacks, on the real API server with fake outside systems.
+
+mod support;
+
+use promotion_api::{Phase, Provider};
+use promotion_controller::controller::Wake;
+use promotion_core::fakes::Script;
+use promotion_core::ports::RunState;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use support::*;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_count_what_the_trackers_show() {
+    let mut h = Harness::new("metrics").await;
+    h.create_policy(policy("dev-to-staging", "dev", "staging", two_tests("dev")))
+        .await;
+    h.ci.script("dev-e2e", Script::After(0, RunState::Failed));
+    h.start();
+    h.create_tracker(tracker("pr-1")).await;
+    h.wait_phase("pr-1", Phase::Failed).await;
+    h.ci.script("dev-e2e", Script::After(0, RunState::Passed));
+    h.patch_tracker(
+        "pr-1",
+        serde_json::json!({"metadata": {"annotations": {"promotion.io/retry": "a"}}}),
+    )
+    .await;
+    h.wait_phase("pr-1", Phase::Completed).await;
+    assert!(
+        h.ready.load(Ordering::SeqCst),
+        "ready once the caches are synced"
+    );
+    let text = h.metrics.render();
+    for line in [
+        "promotion_promotions_total{source=\"dev\",target=\"staging\"} 1",
+        "promotion_trackers{phase=\"Completed\"} 1",
+        "promotion_test_runs_total{provider=\"gitlab\",outcome=\"failed\"} 1",
+        "promotion_test_runs_total{provider=\"gitlab\",outcome=\"passed\"} 1",
+        // The failing gate cancelled its other test at once.
+        "promotion_test_runs_total{provider=\"jenkins\",outcome=\"cancelled\"} 1",
+        "promotion_test_runs_total{provider=\"jenkins\",outcome=\"passed\"} 1",
+        "promotion_pass_to_promotion_seconds_count 1",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in:\n{text}");
+    }
+    assert!(
+        text.contains("promotion_reconciles_total{result=\"ok\"}"),
+        "{text}"
+    );
+    assert!(
+        text.contains("promotion_test_duration_seconds_bucket{"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_ci_callback_wakes_the_tracker_before_the_next_poll() {
+    let mut h = Harness::new("wake").await;
+    // A poll so slow that only a callback can explain a quick promotion.
+    h.poll = Duration::from_secs(600);
+    h.create_policy(policy(
+        "dev-to-staging",
+        "dev",
+        "staging",
+        serde_json::json!([
+            {"name": "smoke", "provider": "gitlab", "job": "smoke"}
+        ]),
+    ))
+    .await;
+    h.ci.script("smoke", Script::After(1, RunState::Passed));
+    h.start();
+    h.create_tracker(tracker("pr-1")).await;
+    let t = h
+        .wait_for("pr-1", "testing with a run id", |t| {
+            t.status
+                .as_ref()
+                .is_some_and(|s| s.test_runs.iter().any(|r| r.run_id.is_some()))
+        })
+        .await;
+    let run_id = t
+        .status
+        .and_then(|s| s.test_runs[0].run_id.clone())
+        .expect("run id");
+    // An unrelated callback wakes nothing and breaks nothing.
+    let wake = h.wake.clone().expect("controller started");
+    wake.unbounded_send(Wake {
+        provider: Provider::Jenkins,
+        job: None,
+        id: run_id.clone(),
+    })
+    .expect("send");
+    // The run finishes in the CI system; the callback says so.
+    let started = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        wake.unbounded_send(Wake {
+            provider: Provider::Gitlab,
+            job: None,
+            id: run_id.clone(),
+        })
+        .expect("send");
+        let t = h.trackers().get("pr-1").await.expect("tracker");
+        if t.status.as_ref().and_then(|s| s.phase) == Some(Phase::Completed) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the callback never woke the tracker: {:#?}",
+            t.status
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!("promoted {:?} after the first callback", started.elapsed());
+}
