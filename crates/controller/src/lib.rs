@@ -7,3 +7,4 @@ pub mod events;
 pub mod metrics;
 pub mod policy_watch;
 pub mod store;
+pub mod webhook;
