@@ -4,7 +4,10 @@
 
 pub mod controller;
 pub mod events;
+pub mod leader;
 pub mod metrics;
 pub mod policy_watch;
+pub mod probes;
 pub mod store;
+pub mod telemetry;
 pub mod webhook;
