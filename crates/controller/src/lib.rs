@@ -2,6 +2,7 @@
 //! controller, the policy watch, and the Kubernetes side of the engine's ports
 //! (status store, events).
 
+pub mod config;
 pub mod controller;
 pub mod events;
 pub mod leader;

@@ -1,0 +1,239 @@
+//! The binary's configuration: flags (and their environment variables) and the
+//! configuration file (connections, repositories, webhooks), mounted from a ConfigMap.
+
+use crate::telemetry::LogFormat;
+use crate::webhook::RepositoryConfig;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Command-line flags; each can also come from the environment.
+#[derive(Clone, Debug, clap::Parser)]
+#[command(
+    name = "promotion-controller",
+    version,
+    about = "Promotes pull requests through environments once their gate tests pass"
+)]
+pub struct Args {
+    /// Kubeconfig to use; in-cluster configuration when absent.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Watch only this namespace (all namespaces when absent).
+    #[arg(long, env = "WATCH_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// The configuration file (connections, repositories, webhooks).
+    #[arg(
+        long,
+        env = "PROMOTION_CONFIG",
+        default_value = "/etc/promotion-controller/config.yaml"
+    )]
+    pub config: PathBuf,
+    /// How often running tests and syncing applications are looked at.
+    #[arg(long, env = "PROMOTION_POLL_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub poll_interval: Duration,
+    /// Where /metrics, /healthz and /readyz listen.
+    #[arg(long, env = "PROMOTION_PROBE_ADDRESS", default_value = "0.0.0.0:8080")]
+    pub probe_address: SocketAddr,
+    /// Where the webhook receiver listens.
+    #[arg(
+        long,
+        env = "PROMOTION_WEBHOOK_ADDRESS",
+        default_value = "0.0.0.0:9443"
+    )]
+    pub webhook_address: SocketAddr,
+    /// Log format.
+    #[arg(long, env = "PROMOTION_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// Compete for a Lease so only one replica reconciles.
+    #[arg(long, env = "PROMOTION_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_election: bool,
+    /// The namespace of the Lease, and of the Secrets the configuration refers to.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "promotion-system")]
+    pub lease_namespace: String,
+    /// The Lease's name.
+    #[arg(
+        long,
+        env = "PROMOTION_LEASE_NAME",
+        default_value = "promotion-controller"
+    )]
+    pub lease_name: String,
+    /// This replica's identity in the Lease; the pod name in a cluster.
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+}
+
+/// A Secret the configuration refers to (in the controller's own namespace).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretName {
+    /// The Secret's name.
+    pub name: String,
+}
+
+/// One named connection to a CI system or GitHub.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectionEntry {
+    /// Referred to by a policy test's `connection`.
+    pub name: String,
+    /// `jenkins`, `github-actions`, `gitlab` or `github`.
+    pub kind: String,
+    /// The API base URL (GitHub Enterprise: `https://host/api/v3`; self-hosted GitLab: its root).
+    pub url: String,
+    /// The provider's default connection, used by tests that name none.
+    #[serde(default)]
+    pub default: bool,
+    /// The Secret with the credentials.
+    pub secret_ref: SecretName,
+    /// Kind-specific settings (see the README).
+    #[serde(default)]
+    pub settings: BTreeMap<String, serde_yaml::Value>,
+}
+
+/// How applications are promoted.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ArgoCdSettings {
+    /// Start a sync operation with the promotion (for apps without automated sync).
+    #[serde(default)]
+    pub sync: bool,
+    /// Ask Argo CD to refresh the app at once.
+    #[serde(default = "yes")]
+    pub refresh: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The configuration file.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FileConfig {
+    /// CI systems and GitHub.
+    #[serde(default)]
+    pub connections: Vec<ConnectionEntry>,
+    /// Repositories whose pull requests the webhook tracks.
+    #[serde(default)]
+    pub repositories: Vec<RepositoryConfig>,
+    /// The Secret with the webhook secrets (keys `github`, `gitlab`, `jenkins`).
+    #[serde(default)]
+    pub webhook_secret_ref: Option<SecretName>,
+    /// Argo CD promotion settings.
+    #[serde(default)]
+    pub argocd: ArgoCdSettings,
+}
+
+impl FileConfig {
+    /// Reads and checks the file; every problem names its place.
+    pub fn load(path: &std::path::Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("reading the configuration {}: {e}", path.display()))?;
+        Self::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    }
+
+    /// Parses and checks configuration text.
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let cfg: Self = serde_yaml::from_str(text)?;
+        let mut names = std::collections::BTreeSet::new();
+        for c in &cfg.connections {
+            if !names.insert(c.name.as_str()) {
+                anyhow::bail!("connection {:?} is defined twice", c.name);
+            }
+            if !matches!(
+                c.kind.as_str(),
+                "jenkins" | "github-actions" | "gitlab" | "github"
+            ) {
+                anyhow::bail!(
+                    "connection {}: unknown kind {:?} (jenkins, github-actions, gitlab, github)",
+                    c.name,
+                    c.kind
+                );
+            }
+        }
+        for kind in ["jenkins", "github-actions", "gitlab", "github"] {
+            let defaults: Vec<&str> = cfg
+                .connections
+                .iter()
+                .filter(|c| c.kind == kind && c.default)
+                .map(|c| c.name.as_str())
+                .collect();
+            if defaults.len() > 1 {
+                anyhow::bail!(
+                    "connections {} are all the default {kind} connection",
+                    defaults.join(", ")
+                );
+            }
+        }
+        Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_complete_file_parses() {
+        let cfg = FileConfig::parse(
+            r#"
+connections:
+  - name: jenkins-main
+    kind: jenkins
+    url: https://jenkins.example.com
+    default: true
+    secretRef: {name: jenkins-main}
+    settings: {unstable: passed}
+  - name: github
+    kind: github
+    url: https://api.github.com
+    default: true
+    secretRef: {name: github}
+repositories:
+  - owner: acme
+    name: shop
+    namespace: team-a
+    environment: dev
+    application: {name: shop-dev}
+webhookSecretRef: {name: promotion-webhooks}
+argocd: {sync: true}
+"#,
+        )
+        .expect("valid");
+        assert_eq!(cfg.connections.len(), 2);
+        assert!(cfg.argocd.sync && cfg.argocd.refresh);
+        assert_eq!(cfg.repositories[0].application.cluster, "in-cluster");
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let dup = "connections:\n- {name: a, kind: jenkins, url: 'http://x', secretRef: {name: s}}\n- {name: a, kind: gitlab, url: 'http://y', secretRef: {name: s}}\n";
+        assert!(
+            FileConfig::parse(dup)
+                .expect_err("dup")
+                .to_string()
+                .contains("defined twice")
+        );
+        let kind =
+            "connections:\n- {name: a, kind: travis, url: 'http://x', secretRef: {name: s}}\n";
+        assert!(
+            FileConfig::parse(kind)
+                .expect_err("kind")
+                .to_string()
+                .contains("unknown kind")
+        );
+        let two = "connections:\n- {name: a, kind: gitlab, default: true, url: 'http://x', secretRef: {name: s}}\n- {name: b, kind: gitlab, default: true, url: 'http://y', secretRef: {name: s}}\n";
+        assert!(
+            FileConfig::parse(two)
+                .expect_err("two")
+                .to_string()
+                .contains("default gitlab")
+        );
+        assert!(
+            FileConfig::parse("colour: blue\n").is_err(),
+            "unknown fields are mistakes, not ignored"
+        );
+    }
+}
