@@ -20,7 +20,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Write the CRDs generated from crates/api to deploy/crds/ (or check them with --check).
+    /// Write the CRDs and their field reference generated from crates/api (or check them with --check).
     Crdgen {
         /// Fail when the committed YAML differs from what the types generate.
         #[arg(long)]
@@ -78,9 +78,20 @@ fn crdgen(check: bool) -> Result<()> {
             println!("wrote {}", path.display());
         }
     }
+    let reference = workspace_root().join("docs/crd-reference.md");
+    let markdown = promotion_api::reference::markdown(&promotion_api::crds());
+    if std::fs::read_to_string(&reference).unwrap_or_default() != markdown {
+        if check {
+            stale.push(reference.display().to_string());
+        } else {
+            std::fs::create_dir_all(workspace_root().join("docs"))?;
+            std::fs::write(&reference, markdown)?;
+            println!("wrote {}", reference.display());
+        }
+    }
     if !stale.is_empty() {
         bail!(
-            "CRDs out of date (run `cargo xtask crdgen`): {}",
+            "generated files out of date (run `cargo xtask crdgen`): {}",
             stale.join(", ")
         );
     }

@@ -7,6 +7,7 @@
 #![allow(clippy::duplicated_attributes)]
 
 mod policy;
+pub mod reference;
 mod tracker;
 
 pub use policy::*;

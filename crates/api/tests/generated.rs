@@ -30,3 +30,15 @@ fn schemas_do_not_preserve_unknown_fields() {
         );
     }
 }
+
+#[test]
+fn the_field_reference_matches_the_types() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/crd-reference.md");
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    let generated = promotion_api::reference::markdown(&promotion_api::crds());
+    assert!(
+        committed == generated,
+        "{} is stale: run `cargo xtask crdgen`",
+        path.display()
+    );
+}

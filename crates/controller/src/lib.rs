@@ -5,6 +5,7 @@
 pub mod config;
 pub mod controller;
 pub mod events;
+pub mod hot_swap;
 pub mod leader;
 pub mod metrics;
 pub mod policy_watch;
