@@ -154,7 +154,7 @@ fn test(args: &[String]) -> Result<()> {
     let plane = start_control_plane()?;
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .current_dir(workspace_root())
-        .args(["test", "--workspace", "--all-targets", "--locked"])
+        .args(["test", "--workspace", "--all-targets"])
         .args(args)
         .env(promotion_testenv::KUBECONFIG_ENV, &plane.kubeconfig)
         .status()
