@@ -1,7 +1,7 @@
 //! The CRD field reference as Markdown, generated from the schemas so it never drifts.
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
-    CustomResourceDefinition, JSONSchemaProps,
+    CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray,
 };
 
 /// The whole reference: one section per CRD, one table row per field.
@@ -90,14 +90,12 @@ fn rows(out: &mut String, path: &str, schema: &JSONSchemaProps, required: bool) 
             );
         }
     }
-    if let Some(items) = &schema.items {
-        if let k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaPropsOrArray::Schema(s) = items
-            && s.properties.is_some()
-        {
-            let req = s.required.clone().unwrap_or_default();
-            for (name, p) in s.properties.iter().flatten() {
-                rows(out, &format!("{path}[].{name}"), p, req.contains(name));
-            }
+    if let Some(JSONSchemaPropsOrArray::Schema(s)) = &schema.items
+        && s.properties.is_some()
+    {
+        let req = s.required.clone().unwrap_or_default();
+        for (name, p) in s.properties.iter().flatten() {
+            rows(out, &format!("{path}[].{name}"), p, req.contains(name));
         }
     }
 }
