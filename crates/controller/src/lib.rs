@@ -13,3 +13,4 @@ pub mod probes;
 pub mod store;
 pub mod telemetry;
 pub mod webhook;
+pub mod wiring;

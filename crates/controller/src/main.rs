@@ -1,0 +1,153 @@
+//! The promotion-controller binary: configuration, wiring, leader election,
+//! probes, webhooks and the controller loop.
+
+use anyhow::Context as _;
+use clap::Parser;
+use kube::Client;
+use promotion_controller::config::{Args, FileConfig};
+use promotion_controller::controller::{self, ControllerConfig, Hooks};
+use promotion_controller::leader::Leadership;
+use promotion_controller::metrics::Metrics;
+use promotion_controller::webhook::Webhooks;
+use promotion_controller::{probes, telemetry, wiring};
+use promotion_core::engine::EngineConfig;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    telemetry::init(args.log_format);
+    let file = FileConfig::load(&args.config)?;
+    let client = client(&args).await?;
+    let identity = args
+        .identity
+        .clone()
+        .unwrap_or_else(|| format!("promotion-controller-{}", std::process::id()));
+    tracing::info!(%identity, namespace = ?args.namespace, connections = file.connections.len(), "starting");
+
+    let wiring = wiring::Wiring::start(client.clone(), &file, &args.lease_namespace)
+        .await
+        .context("wiring the connections")?;
+    let metrics = Arc::new(Metrics::new());
+    let ready = Arc::new(AtomicBool::new(false));
+    let probe_listener = tokio::net::TcpListener::bind(args.probe_address)
+        .await
+        .with_context(|| format!("binding {}", args.probe_address))?;
+    let probe_app = probes::router(metrics.clone(), ready.clone());
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(probe_listener, probe_app).await {
+            tracing::error!(error = %e, "probe server stopped");
+        }
+    });
+    let (wake_tx, wake_rx) = futures::channel::mpsc::unbounded();
+    let webhook_listener = tokio::net::TcpListener::bind(args.webhook_address)
+        .await
+        .with_context(|| format!("binding {}", args.webhook_address))?;
+    let secrets = wiring.webhook_secrets();
+    let webhook_app = Webhooks::new(
+        client.clone(),
+        file.repositories.clone(),
+        move || secrets.get(),
+        wake_tx,
+    )
+    .router();
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(webhook_listener, webhook_app).await {
+            tracing::error!(error = %e, "webhook server stopped");
+        }
+    });
+
+    let mut leadership = None;
+    if args.leader_election {
+        let mut l = Leadership::start(
+            client.clone(),
+            &args.lease_namespace,
+            &args.lease_name,
+            &identity,
+        )
+        .await?;
+        tracing::info!(lease = %args.lease_name, "waiting for leadership");
+        tokio::select! {
+            acquired = l.acquired() => acquired?,
+            _ = shutdown_signal() => return Ok(()),
+        }
+        tracing::info!("leading");
+        leadership = Some(l);
+    }
+    let lost = leadership.as_ref().map(|l| l.lost());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<&'static str>();
+    tokio::spawn(async move {
+        let why = match lost {
+            Some(lost) => tokio::select! {
+                _ = lost => "leadership lost",
+                _ = shutdown_signal() => "shutdown requested",
+            },
+            None => {
+                shutdown_signal().await;
+                "shutdown requested"
+            }
+        };
+        let _ = stop_tx.send(why);
+    });
+    let (why_tx, why_rx) = tokio::sync::oneshot::channel();
+    let shutdown = async move {
+        let why = stop_rx.await.unwrap_or("shutdown requested");
+        tracing::info!(why, "stopping after the reconciles in flight");
+        let _ = why_tx.send(why);
+    };
+    let config = ControllerConfig {
+        engine: EngineConfig {
+            poll_interval: args.poll_interval,
+            ..EngineConfig::default()
+        },
+        namespace: args.namespace.clone(),
+        ..ControllerConfig::default()
+    };
+    let hooks = Hooks {
+        metrics: Some(metrics),
+        ready: Some(ready),
+        wake: Some(wake_rx),
+    };
+    controller::run(client, wiring.ports(), config, hooks, shutdown).await;
+    let why = why_rx.await.unwrap_or("the controller stopped");
+    if let Some(l) = leadership {
+        l.release().await.context("releasing the lease")?;
+    }
+    if why == "leadership lost" {
+        // Start again as a standby rather than keep running without the lease.
+        anyhow::bail!("leadership lost");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn client(args: &Args) -> anyhow::Result<Client> {
+    let config = match &args.kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await?
+        }
+        None => kube::Config::infer()
+            .await
+            .context("no kubeconfig and not in a cluster")?,
+    };
+    Ok(Client::try_from(config)?)
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term => {},
+    }
+}

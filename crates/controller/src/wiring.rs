@@ -1,0 +1,332 @@
+//! From the configuration file and the Secrets it names to the engine's ports.
+//!
+//! Each connection is a hot-swappable adapter: it starts "unavailable" with the
+//! reason, and is rebuilt whenever its Secret appears or changes (a watch on the
+//! Secrets of the controller's namespace), so rotating a token needs no restart
+//! and a missing key is a clear message on the trackers that use it.
+
+use crate::config::{ConnectionEntry, FileConfig};
+use crate::hot_swap::{Swappable, Unavailable};
+use crate::webhook::WebhookSecrets;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use kube::{Client, ResourceExt};
+use promotion_adapters::{ConnectionConfig, ConnectionKind, Credentials, RunnerSet, SecretRef};
+use promotion_api::Provider;
+use promotion_argocd::{ClusterClients, KubeArgoCd, PromoteOptions};
+use promotion_core::engine::Ports;
+use promotion_core::ports::{GitHubClient, TestRunner};
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+type SecretData = BTreeMap<String, Vec<u8>>;
+
+/// The current webhook secrets, shared with the webhook receiver.
+#[derive(Clone, Default)]
+pub struct WebhookSecretsHandle(Arc<RwLock<WebhookSecrets>>);
+
+impl WebhookSecretsHandle {
+    /// The secrets as they are now.
+    pub fn get(&self) -> WebhookSecrets {
+        self.0.read().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
+enum Slot {
+    Runner(Arc<Swappable<dyn TestRunner>>),
+    GitHub(Arc<Swappable<dyn GitHubClient>>),
+}
+
+/// The wired ports, kept current by a Secret watch.
+pub struct Wiring {
+    ports: Ports,
+    webhook: WebhookSecretsHandle,
+    _watch: tokio::task::JoinHandle<()>,
+}
+
+impl Wiring {
+    /// Checks the configuration, builds every adapter, and starts following the Secrets in `namespace`.
+    pub async fn start(client: Client, file: &FileConfig, namespace: &str) -> anyhow::Result<Self> {
+        let mut runners = RunnerSet::new();
+        let mut slots: Vec<(ConnectionEntry, Slot)> = Vec::new();
+        let mut github: Option<Arc<Swappable<dyn GitHubClient>>> = None;
+        for entry in &file.connections {
+            // Mistakes that no Secret can fix stop the controller at start-up.
+            check_static(entry)?;
+            let waiting = format!(
+                "connection {}: secret {namespace}/{} not read yet",
+                entry.name, entry.secret_ref.name
+            );
+            if entry.kind == "github" {
+                let swap: Arc<Swappable<dyn GitHubClient>> = Arc::new(Swappable::new(Arc::new(
+                    Unavailable(waiting),
+                )
+                    as Arc<dyn GitHubClient>));
+                if entry.default || github.is_none() {
+                    github = Some(swap.clone());
+                }
+                slots.push((entry.clone(), Slot::GitHub(swap)));
+            } else {
+                let provider = provider(&entry.kind)?;
+                let swap: Arc<Swappable<dyn TestRunner>> = Arc::new(Swappable::new(Arc::new(
+                    Unavailable(waiting),
+                )
+                    as Arc<dyn TestRunner>));
+                runners.register(provider, &entry.name, swap.clone());
+                if entry.default {
+                    runners
+                        .set_default(provider, &entry.name)
+                        .map_err(|e| anyhow::anyhow!("{e}"))?;
+                }
+                slots.push((entry.clone(), Slot::Runner(swap)));
+            }
+        }
+        let github: Arc<dyn GitHubClient> = match github {
+            Some(g) => g,
+            None => Arc::new(Unavailable(
+                "no connection of kind github is configured".into(),
+            )),
+        };
+        let argo = KubeArgoCd::new(
+            Arc::new(ClusterClients::new(client.clone(), namespace)),
+            PromoteOptions {
+                sync: file.argocd.sync,
+                refresh: file.argocd.refresh,
+                ..PromoteOptions::default()
+            },
+        );
+        let ports = Ports {
+            runner: Arc::new(runners),
+            argo: Arc::new(argo),
+            github,
+        };
+        let webhook = WebhookSecretsHandle::default();
+        let follower = SecretFollower {
+            namespace: namespace.to_string(),
+            slots: Arc::new(slots),
+            webhook_secret: file.webhook_secret_ref.as_ref().map(|s| s.name.clone()),
+            webhook: webhook.clone(),
+        };
+        // Read every Secret once before the controller starts, so the first reconcile is not blind.
+        let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+        for name in follower.secret_names() {
+            match api.get_opt(&name).await {
+                Ok(Some(secret)) => follower.apply(&name, Some(&secret_data(&secret))),
+                Ok(None) => follower.apply(&name, None),
+                Err(e) => {
+                    tracing::warn!(secret = %name, error = %e, "cannot read a connection's Secret yet")
+                }
+            }
+        }
+        let watch = tokio::spawn(follower.run(api));
+        Ok(Self {
+            ports,
+            webhook,
+            _watch: watch,
+        })
+    }
+
+    /// The ports for the engine.
+    pub fn ports(&self) -> Ports {
+        self.ports.clone()
+    }
+
+    /// The webhook secrets, current as their Secret changes.
+    pub fn webhook_secrets(&self) -> WebhookSecretsHandle {
+        self.webhook.clone()
+    }
+}
+
+fn provider(kind: &str) -> anyhow::Result<Provider> {
+    Ok(match kind {
+        "jenkins" => Provider::Jenkins,
+        "gitlab" => Provider::Gitlab,
+        "github-actions" => Provider::GithubActions,
+        other => anyhow::bail!("unknown connection kind {other:?}"),
+    })
+}
+
+fn settings_json(entry: &ConnectionEntry) -> anyhow::Result<BTreeMap<String, serde_json::Value>> {
+    entry
+        .settings
+        .iter()
+        .filter(|(k, _)| k.as_str() != "repository")
+        .map(|(k, v)| Ok((k.clone(), serde_json::to_value(v)?)))
+        .collect()
+}
+
+fn check_static(entry: &ConnectionEntry) -> anyhow::Result<()> {
+    match entry.kind.as_str() {
+        "jenkins" | "gitlab" => {
+            let kind: ConnectionKind = entry.kind.parse()?;
+            let mut cfg = ConnectionConfig::new(&entry.name, kind, &entry.url)?;
+            cfg.apply_settings(&settings_json(entry)?)?;
+        }
+        _ => {
+            let probe =
+                promotion_github::Credentials::Token(promotion_github::SecretString::new("probe"));
+            promotion_github::GitHubConfig::new(&entry.name, &entry.url, probe)?;
+            if let Some(repo) = entry.settings.get("repository").and_then(|v| v.as_str()) {
+                repo.parse::<promotion_github::Repository>()
+                    .map_err(|e| anyhow::anyhow!("connection {}: {e}", entry.name))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn secret_data(secret: &Secret) -> SecretData {
+    let mut data: SecretData = secret
+        .data
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.0.clone()))
+        .collect();
+    for (k, v) in secret.string_data.iter().flatten() {
+        data.insert(k.clone(), v.clone().into_bytes());
+    }
+    data
+}
+
+/// Rebuilds adapters when their Secrets change.
+struct SecretFollower {
+    namespace: String,
+    slots: Arc<Vec<(ConnectionEntry, Slot)>>,
+    webhook_secret: Option<String>,
+    webhook: WebhookSecretsHandle,
+}
+
+impl SecretFollower {
+    fn secret_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .slots
+            .iter()
+            .map(|(e, _)| e.secret_ref.name.clone())
+            .collect();
+        names.extend(self.webhook_secret.clone());
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    async fn run(self, api: Api<Secret>) {
+        let names = self.secret_names();
+        let mut stream = watcher::watcher(api, watcher::Config::default())
+            .default_backoff()
+            .boxed();
+        while let Some(event) = stream.next().await {
+            let (secret, present) = match event {
+                Ok(Event::Apply(s)) | Ok(Event::InitApply(s)) => (s, true),
+                Ok(Event::Delete(s)) => (s, false),
+                Ok(_) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "Secret watch failed; retrying");
+                    continue;
+                }
+            };
+            let name = secret.name_any();
+            if names.contains(&name) {
+                let data = present.then(|| secret_data(&secret));
+                self.apply(&name, data.as_ref());
+            }
+        }
+    }
+
+    /// Rebuilds every adapter whose Secret is `name` (None: the Secret is gone).
+    fn apply(&self, name: &str, data: Option<&SecretData>) {
+        for (entry, slot) in self.slots.iter().filter(|(e, _)| e.secret_ref.name == name) {
+            let built = match data {
+                None => Err(format!(
+                    "connection {}: secret {}/{name} does not exist",
+                    entry.name, self.namespace
+                )),
+                Some(data) => self.build(entry, data),
+            };
+            match (slot, built) {
+                (Slot::Runner(swap), Ok(Built::Runner(r))) => swap.swap(r),
+                (Slot::GitHub(swap), Ok(Built::GitHub(g))) => swap.swap(g),
+                (Slot::Runner(swap), Err(why)) => {
+                    tracing::warn!(connection = %entry.name, reason = %why, "connection unavailable");
+                    swap.swap(Arc::new(Unavailable(why)));
+                }
+                (Slot::GitHub(swap), Err(why)) => {
+                    tracing::warn!(connection = %entry.name, reason = %why, "connection unavailable");
+                    swap.swap(Arc::new(Unavailable(why)));
+                }
+                _ => {}
+            }
+            tracing::info!(connection = %entry.name, "connection credentials (re)loaded");
+        }
+        if self.webhook_secret.as_deref() == Some(name)
+            && let Ok(mut w) = self.webhook.0.write()
+        {
+            let get = |k: &str| data.and_then(|d| d.get(k)).map(|v| v.trim_ascii().to_vec());
+            *w = WebhookSecrets {
+                github: get("github"),
+                gitlab: get("gitlab"),
+                jenkins: get("jenkins"),
+            };
+        }
+    }
+
+    fn build(&self, entry: &ConnectionEntry, data: &SecretData) -> Result<Built, String> {
+        let secret = SecretRef {
+            namespace: self.namespace.clone(),
+            name: entry.secret_ref.name.clone(),
+        };
+        match entry.kind.as_str() {
+            "jenkins" | "gitlab" => {
+                let kind: ConnectionKind = entry.kind.parse().map_err(|e| format!("{e}"))?;
+                let mut config = ConnectionConfig::new(&entry.name, kind, &entry.url)
+                    .map_err(|e| e.to_string())?;
+                config
+                    .apply_settings(&settings_json(entry).map_err(|e| e.to_string())?)
+                    .map_err(|e| e.to_string())?;
+                let credentials = Credentials::from_secret(&entry.name, kind, &secret, data)
+                    .map_err(|e| e.to_string())?;
+                let connection = promotion_adapters::Connection {
+                    config,
+                    credentials,
+                };
+                match promotion_adapters::ci_runner(&connection).map_err(|e| e.to_string())? {
+                    Some(r) => Ok(Built::Runner(r)),
+                    None => Err(format!("connection {}: not a CI connection", entry.name)),
+                }
+            }
+            kind => {
+                let credentials = promotion_github::Credentials::from_secret_data(
+                    &entry.name,
+                    &secret.to_string(),
+                    data,
+                )
+                .map_err(|e| e.to_string())?;
+                let mut config =
+                    promotion_github::GitHubConfig::new(&entry.name, &entry.url, credentials)
+                        .map_err(|e| e.to_string())?;
+                if let Some(repo) = entry.settings.get("repository").and_then(|v| v.as_str()) {
+                    config.repository = Some(
+                        repo.parse()
+                            .map_err(|e: String| format!("connection {}: {e}", entry.name))?,
+                    );
+                }
+                let connection =
+                    promotion_github::GitHubConnection::new(&config).map_err(|e| e.to_string())?;
+                Ok(if kind == "github" {
+                    Built::GitHub(Arc::new(promotion_github::GitHubApi::new(connection)))
+                } else {
+                    Built::Runner(Arc::new(promotion_github::GitHubActionsRunner::new(
+                        connection,
+                    )))
+                })
+            }
+        }
+    }
+}
+
+enum Built {
+    Runner(Arc<dyn TestRunner>),
+    GitHub(Arc<dyn GitHubClient>),
+}
