@@ -33,6 +33,13 @@ pub struct Args {
     /// How often running tests and syncing applications are looked at.
     #[arg(long, env = "PROMOTION_POLL_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
     pub poll_interval: Duration,
+    /// At most this many trackers reconciled at once (0: no limit).
+    #[arg(
+        long,
+        env = "PROMOTION_MAX_CONCURRENT_RECONCILES",
+        default_value_t = 32
+    )]
+    pub max_concurrent_reconciles: u16,
     /// Where /metrics, /healthz and /readyz listen.
     #[arg(long, env = "PROMOTION_PROBE_ADDRESS", default_value = "0.0.0.0:8080")]
     pub probe_address: SocketAddr,

@@ -36,6 +36,8 @@ pub struct ControllerConfig {
     pub resync: Duration,
     /// The name on Events (`reportingController`).
     pub reporter: String,
+    /// At most this many trackers reconciled at once (0: no limit); bounds the load on CI APIs.
+    pub concurrency: u16,
 }
 
 impl Default for ControllerConfig {
@@ -45,6 +47,7 @@ impl Default for ControllerConfig {
             namespace: None,
             resync: Duration::from_secs(300),
             reporter: "promotion-controller".into(),
+            concurrency: 32,
         }
     }
 }
@@ -207,6 +210,7 @@ pub async fn run(
         failures: Mutex::new(HashMap::new()),
     });
     Controller::for_stream(trackers_stream, reader)
+        .with_config(kube::runtime::controller::Config::default().concurrency(config.concurrency))
         .reconcile_on(futures::stream::select(by_namespace, woken))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)

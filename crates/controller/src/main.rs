@@ -102,6 +102,7 @@ async fn main() -> anyhow::Result<()> {
             ..EngineConfig::default()
         },
         namespace: args.namespace.clone(),
+        concurrency: args.max_concurrent_reconciles,
         ..ControllerConfig::default()
     };
     let hooks = Hooks {
