@@ -535,6 +535,26 @@ impl Engine {
         self.report_commit_statuses(s, &before).await;
         match aggregate(&s.status.test_runs) {
             Verdict::AnyRunning => {
+                // A run that cannot be started, found or followed (a missing Secret, a rejected
+                // token, an unreachable server) must show where people look, not only in testRuns.
+                let stuck: Vec<String> = s
+                    .status
+                    .test_runs
+                    .iter()
+                    .filter(|r| !crate::records::is_final(r.state))
+                    .filter_map(|r| {
+                        let m = r.message.as_deref()?;
+                        (r.run_id.is_none() || m.starts_with(crate::monitor::STATUS_UNAVAILABLE))
+                            .then(|| format!("test {}: {m}", r.name))
+                    })
+                    .collect();
+                let conditions_before = s.status.conditions.clone();
+                if stuck.is_empty() {
+                    s.condition(types::READY, true, "Progressing", "gate tests running");
+                } else {
+                    s.condition(types::READY, false, "CIUnavailable", stuck.join("; "));
+                }
+                changed |= s.status.conditions != conditions_before;
                 if changed {
                     s.save().await?;
                 }

@@ -9,6 +9,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use promotion_api::{PromotionPolicySpec, TestRun, TestState};
 
+/// How a run's message starts while its CI system cannot be asked about it.
+pub const STATUS_UNAVAILABLE: &str = "status unavailable, retrying";
+
 /// The gate's verdict.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -75,7 +78,7 @@ impl<'a> TestMonitor<'a> {
                 }
                 Err(e) => {
                     // Transient: keep the state, say why it is stale, retry at the next poll.
-                    let msg = format!("status unavailable, retrying: {e}");
+                    let msg = format!("{STATUS_UNAVAILABLE}: {e}");
                     if run.message.as_deref() != Some(msg.as_str()) {
                         run.message = Some(msg);
                         changed = true;
