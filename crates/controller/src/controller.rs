@@ -65,20 +65,24 @@ pub struct Wake {
 
 impl Wake {
     /// Whether a tracker follows this run: an unfinished run of that provider whose
-    /// run id is the id, or ends in `:id` or `/id`.
+    /// run id is the id, or ends in `:id` or `/id`. A Jenkins run still known only by its
+    /// queue item (`queue:N`) matches any build of its job: the build number is not known yet.
     pub fn matches(&self, tracker: &PullRequestTracker) -> bool {
         let Some(status) = &tracker.status else {
             return false;
         };
         status.test_runs.iter().any(|r| {
+            let same_run = r.run_id.as_ref().is_some_and(|id| {
+                id == &self.id
+                    || id.ends_with(&format!(":{}", self.id))
+                    || id.ends_with(&format!("/{}", self.id))
+            });
+            let queued = self.provider == Provider::Jenkins
+                && r.run_id.as_ref().is_some_and(|id| id.starts_with("queue:"));
             r.provider == self.provider
                 && !is_final(r.state)
                 && self.job.as_ref().is_none_or(|j| j == &r.job)
-                && r.run_id.as_ref().is_some_and(|id| {
-                    id == &self.id
-                        || id.ends_with(&format!(":{}", self.id))
-                        || id.ends_with(&format!("/{}", self.id))
-                })
+                && (same_run || queued)
         })
     }
 }

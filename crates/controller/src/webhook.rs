@@ -413,7 +413,23 @@ async fn gitlab(State(hooks): State<Arc<Webhooks>>, headers: HeaderMap, body: By
 
 #[derive(Deserialize)]
 struct JenkinsNotification {
+    /// The job's path, `job/a/job/b/` (the Notification plugin's `url`).
+    #[serde(default)]
+    url: Option<String>,
     build: JenkinsBuild,
+}
+
+/// `job/a/job/b/` -> `a/b`, the job path a policy names.
+fn jenkins_job_path(url: &str) -> Option<String> {
+    let parts: Vec<&str> = url.trim_matches('/').split('/').collect();
+    let names: Vec<&str> = parts
+        .chunks(2)
+        .map(|c| match c {
+            ["job", name] => Some(*name),
+            _ => None,
+        })
+        .collect::<Option<_>>()?;
+    (!names.is_empty()).then(|| names.join("/"))
 }
 
 #[derive(Deserialize)]
@@ -432,7 +448,12 @@ async fn jenkins(State(hooks): State<Arc<Webhooks>>, headers: HeaderMap, body: B
         return refuse(StatusCode::UNAUTHORIZED, "X-Promotion-Token does not match");
     }
     match serde_json::from_slice::<JenkinsNotification>(&body) {
-        Ok(ev) => wake(&hooks, Provider::Jenkins, None, ev.build.number.to_string()),
+        Ok(ev) => wake(
+            &hooks,
+            Provider::Jenkins,
+            ev.url.as_deref().and_then(jenkins_job_path),
+            ev.build.number.to_string(),
+        ),
         Err(e) => refuse(
             StatusCode::BAD_REQUEST,
             format!("malformed Jenkins notification: {e}"),
@@ -472,6 +493,17 @@ mod tests {
         assert!(!token_matches(b"tok", Some("tok2")));
         assert!(!token_matches(b"tok", Some("")));
         assert!(!token_matches(b"tok", None));
+    }
+
+    #[test]
+    fn jenkins_job_paths() {
+        assert_eq!(
+            jenkins_job_path("job/team-a/job/smoke/").as_deref(),
+            Some("team-a/smoke")
+        );
+        assert_eq!(jenkins_job_path("job/smoke").as_deref(), Some("smoke"));
+        assert_eq!(jenkins_job_path("view/all/job/smoke/"), None);
+        assert_eq!(jenkins_job_path(""), None);
     }
 
     #[test]
