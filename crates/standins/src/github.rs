@@ -1,0 +1,580 @@
+//! A GitHub stand-in: the REST API calls of the GitHub Actions runner and of the
+//! label/commit-status client, with a bearer token (`Authorization: Bearer` or `token`).
+//!
+//! - `POST /repos/:o/:r/actions/workflows/:wf/dispatches` -> 200 with
+//!   `workflow_run_id`, `run_url`, `html_url` when `return_run_details` is set, else
+//!   204. The run's `display_title` is `gate <PROMOTION_CORRELATION_ID>`, as the
+//!   workflow's `run-name` renders it. A run is `in_progress` until the script's
+//!   time has passed, then `completed` with `success` or `failure`.
+//! - `GET .../workflows/:wf/runs` (`per_page`, `page`, `created=>=...`, newest first),
+//!   `GET /repos/:o/:r/actions/runs/:id`, `POST .../runs/:id/cancel` (409 once completed).
+//! - Labels: `POST`/`GET /repos/:o/:r/issues/:n/labels`, `DELETE .../labels/:name`.
+//! - `POST /repos/:o/:r/statuses/:sha` (state checked, description <= 140 characters).
+//! - Every answer carries GitHub's rate-limit headers; run pages
+//!   (`GET /:o/:r/actions/runs/:id`) answer without a token.
+
+use crate::callbacks::About;
+use crate::journal::{CommitStatus, Finished, Triggered};
+use crate::runtime::{Shared, header_str, json, page, rfc3339, same};
+use crate::script::Outcome;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
+
+const PROVIDER: &str = "github-actions";
+const CORRELATION: &str = "PROMOTION_CORRELATION_ID";
+/// `workflow_dispatch` takes at most this many inputs.
+const MAX_INPUTS: usize = 25;
+/// GitHub keeps at most this many characters of a status description.
+const MAX_DESCRIPTION: usize = 140;
+const DEFAULT_PER_PAGE: usize = 30;
+const MAX_PER_PAGE: usize = 100;
+
+pub(crate) struct GitHub {
+    base: String,
+    token: String,
+    shared: Shared,
+    state: Mutex<Store>,
+}
+
+#[derive(Default)]
+struct Store {
+    next_run_id: u64,
+    next_status_id: u64,
+    runs: HashMap<u64, Run>,
+    /// (owner, repo, workflow) -> run ids, oldest first.
+    by_workflow: HashMap<(String, String, String), Vec<u64>>,
+}
+
+struct Run {
+    id: u64,
+    owner: String,
+    repo: String,
+    workflow: String,
+    display_title: String,
+    head_branch: String,
+    status: &'static str,
+    conclusion: Option<&'static str>,
+    created: SystemTime,
+    updated: SystemTime,
+}
+
+type Repo = (String, String);
+
+fn error(status: StatusCode, text: &str) -> Response {
+    json(
+        status,
+        json!({"message": text, "documentation_url": "https://docs.github.com/rest", "status": status.as_u16().to_string()}),
+    )
+}
+
+fn not_found() -> Response {
+    error(StatusCode::NOT_FOUND, "Not Found")
+}
+
+impl GitHub {
+    pub fn new(base: String, token: &str, shared: Shared) -> Arc<Self> {
+        Arc::new(Self {
+            base,
+            token: token.to_owned(),
+            shared,
+            state: Mutex::new(Store {
+                next_run_id: 7_000_000,
+                next_status_id: 1,
+                ..Store::default()
+            }),
+        })
+    }
+
+    pub fn router(self: Arc<Self>) -> Router {
+        Router::new()
+            .route(
+                "/repos/{owner}/{repo}/actions/workflows/{workflow}/dispatches",
+                post(dispatch),
+            )
+            .route(
+                "/repos/{owner}/{repo}/actions/workflows/{workflow}/runs",
+                get(list_runs),
+            )
+            .route("/repos/{owner}/{repo}/actions/runs/{id}", get(get_run))
+            .route(
+                "/repos/{owner}/{repo}/actions/runs/{id}/cancel",
+                post(cancel_run),
+            )
+            .route(
+                "/repos/{owner}/{repo}/issues/{number}/labels",
+                post(add_labels).get(get_labels),
+            )
+            .route(
+                "/repos/{owner}/{repo}/issues/{number}/labels/{name}",
+                axum::routing::delete(remove_label),
+            )
+            .route("/repos/{owner}/{repo}/statuses/{sha}", post(create_status))
+            .route("/{owner}/{repo}/actions/runs/{id}", get(run_page))
+            .fallback(|| async { not_found() })
+            .layer(axum::middleware::map_response(rate_limit_headers))
+            .with_state(self)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Store> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The 401 answer, unless the request carries the token.
+    fn denied(&self, headers: &HeaderMap) -> Option<Response> {
+        let given = header_str(headers, "authorization").and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("token "))
+        });
+        match given {
+            Some(t) if same(&self.token, t.trim()) => None,
+            _ => Some(error(StatusCode::UNAUTHORIZED, "Bad credentials")),
+        }
+    }
+
+    fn html_url(&self, owner: &str, repo: &str, id: u64) -> String {
+        format!("{}/{owner}/{repo}/actions/runs/{id}", self.base)
+    }
+
+    fn run_json(&self, r: &Run) -> Value {
+        json!({
+            "id": r.id,
+            "name": r.workflow,
+            "display_title": r.display_title,
+            "head_branch": r.head_branch,
+            "event": "workflow_dispatch",
+            "status": r.status,
+            "conclusion": r.conclusion,
+            "path": format!(".github/workflows/{}", r.workflow),
+            "run_attempt": 1,
+            "html_url": self.html_url(&r.owner, &r.repo, r.id),
+            "url": format!("{}/repos/{}/{}/actions/runs/{}", self.base, r.owner, r.repo, r.id),
+            "created_at": rfc3339(r.created),
+            "updated_at": rfc3339(r.updated),
+            "repository": {"name": r.repo, "full_name": format!("{}/{}", r.owner, r.repo), "owner": {"login": r.owner}},
+        })
+    }
+
+    async fn finish(self: Arc<Self>, id: u64, outcome: Outcome) {
+        let conclusion = match outcome {
+            Outcome::Pass => "success",
+            Outcome::Fail => "failure",
+        };
+        let (workflow, payload) = {
+            let mut s = self.lock();
+            let Some(r) = s.runs.get_mut(&id) else {
+                return;
+            };
+            if r.status == "completed" {
+                return;
+            }
+            r.status = "completed";
+            r.conclusion = Some(conclusion);
+            r.updated = SystemTime::now();
+            let r = &*r;
+            (
+                r.workflow.clone(),
+                json!({
+                    "action": "completed",
+                    "workflow_run": self.run_json(r),
+                    "workflow": {"name": r.workflow, "path": format!(".github/workflows/{}", r.workflow)},
+                    "repository": {"name": r.repo, "full_name": format!("{}/{}", r.owner, r.repo), "owner": {"login": r.owner}},
+                }),
+            )
+        };
+        self.shared.journal.record_finished(Finished {
+            provider: PROVIDER,
+            job: workflow.clone(),
+            run_id: id.to_string(),
+            passed: outcome == Outcome::Pass,
+            cancelled: false,
+            at: SystemTime::now(),
+        });
+        if let Some(n) = &self.shared.notifier {
+            n.github(
+                About {
+                    provider: PROVIDER,
+                    job: workflow,
+                    run_id: id.to_string(),
+                },
+                &payload,
+            )
+            .await;
+        }
+    }
+}
+
+/// GitHub's rate-limit headers, with plenty left: the adapters read them on every answer.
+async fn rate_limit_headers(mut resp: Response) -> Response {
+    let reset = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        + Duration::from_secs(3600);
+    let h = resp.headers_mut();
+    h.insert("x-ratelimit-limit", HeaderValue::from_static("5000"));
+    h.insert("x-ratelimit-remaining", HeaderValue::from_static("4999"));
+    h.insert("x-ratelimit-used", HeaderValue::from_static("1"));
+    h.insert("x-ratelimit-resource", HeaderValue::from_static("core"));
+    if let Ok(v) = HeaderValue::from_str(&reset.as_secs().to_string()) {
+        h.insert("x-ratelimit-reset", v);
+    }
+    resp
+}
+
+async fn dispatch(
+    State(gh): State<Arc<GitHub>>,
+    Path((owner, repo, workflow)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Some(denied) = gh.denied(&headers) {
+        return denied;
+    }
+    let Ok(body) = serde_json::from_slice::<Value>(&body) else {
+        return error(StatusCode::BAD_REQUEST, "Problems parsing JSON");
+    };
+    let Some(git_ref) = body.get("ref").and_then(Value::as_str) else {
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid request.\n\n\"ref\" wasn't supplied.",
+        );
+    };
+    let inputs = body
+        .get("inputs")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    if inputs.len() > MAX_INPUTS {
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "you may only define up to 25 `inputs` for a workflow_dispatch event",
+        );
+    }
+    let correlation_id = inputs
+        .get(CORRELATION)
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    // What `run-name: gate ${{ inputs.PROMOTION_CORRELATION_ID }}` renders.
+    let display_title = match &correlation_id {
+        Some(c) => format!("gate {c}"),
+        None => workflow.clone(),
+    };
+    let details = body.get("return_run_details").and_then(Value::as_bool) == Some(true);
+    let (outcome, after) = gh.shared.script.outcome(&workflow);
+    let now = SystemTime::now();
+    let id = {
+        let mut s = gh.lock();
+        let id = s.next_run_id;
+        s.next_run_id += 1;
+        s.runs.insert(
+            id,
+            Run {
+                id,
+                owner: owner.clone(),
+                repo: repo.clone(),
+                workflow: workflow.clone(),
+                display_title,
+                head_branch: git_ref.to_owned(),
+                status: "in_progress",
+                conclusion: None,
+                created: now,
+                updated: now,
+            },
+        );
+        s.by_workflow
+            .entry((owner.clone(), repo.clone(), workflow.clone()))
+            .or_default()
+            .push(id);
+        id
+    };
+    let html_url = gh.html_url(&owner, &repo, id);
+    gh.shared.journal.record_trigger(Triggered {
+        provider: PROVIDER,
+        job: workflow,
+        run_id: id.to_string(),
+        url: html_url.clone(),
+        correlation_id,
+        at: now,
+    });
+    let me = gh.clone();
+    gh.shared.after(after, me.finish(id, outcome));
+    if details {
+        json(
+            StatusCode::OK,
+            json!({
+                "workflow_run_id": id,
+                "run_url": format!("{}/repos/{owner}/{repo}/actions/runs/{id}", gh.base),
+                "html_url": html_url,
+            }),
+        )
+    } else {
+        StatusCode::NO_CONTENT.into_response()
+    }
+}
+
+async fn list_runs(
+    State(gh): State<Arc<GitHub>>,
+    Path((owner, repo, workflow)): Path<(String, String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(denied) = gh.denied(&headers) {
+        return denied;
+    }
+    let since = match q.get("created") {
+        None => None,
+        Some(c) => {
+            let parsed = c
+                .strip_prefix(">=")
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+            match parsed {
+                Some(t) => Some(SystemTime::from(t)),
+                None => return error(StatusCode::UNPROCESSABLE_ENTITY, "Invalid created filter"),
+            }
+        }
+    };
+    if q.get("event").is_some_and(|e| e != "workflow_dispatch") {
+        return json(
+            StatusCode::OK,
+            json!({"total_count": 0, "workflow_runs": []}),
+        );
+    }
+    let per_page = q
+        .get("per_page")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(DEFAULT_PER_PAGE)
+        .clamp(1, MAX_PER_PAGE);
+    let page_no: usize = q
+        .get("page")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(1)
+        .max(1);
+    let s = gh.lock();
+    let ids = s
+        .by_workflow
+        .get(&(owner, repo, workflow))
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let matching = ids
+        .iter()
+        .rev()
+        .filter_map(|id| s.runs.get(id))
+        .filter(|r| since.is_none_or(|t| r.created >= t));
+    let total = matching.clone().count();
+    let runs: Vec<Value> = matching
+        .skip((page_no - 1) * per_page)
+        .take(per_page)
+        .map(|r| gh.run_json(r))
+        .collect();
+    json(
+        StatusCode::OK,
+        json!({"total_count": total, "workflow_runs": runs}),
+    )
+}
+
+fn run_of<'a>(s: &'a Store, (owner, repo): &Repo, id: &str) -> Option<&'a Run> {
+    let id: u64 = id.parse().ok()?;
+    s.runs
+        .get(&id)
+        .filter(|r| &r.owner == owner && &r.repo == repo)
+}
+
+async fn get_run(
+    State(gh): State<Arc<GitHub>>,
+    Path((owner, repo, id)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(denied) = gh.denied(&headers) {
+        return denied;
+    }
+    let s = gh.lock();
+    match run_of(&s, &(owner, repo), &id) {
+        Some(r) => json(StatusCode::OK, gh.run_json(r)),
+        None => not_found(),
+    }
+}
+
+async fn cancel_run(
+    State(gh): State<Arc<GitHub>>,
+    Path((owner, repo, id)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(denied) = gh.denied(&headers) {
+        return denied;
+    }
+    let cancelled = {
+        let mut s = gh.lock();
+        let Some(id) = run_of(&s, &(owner, repo), &id).map(|r| r.id) else {
+            return not_found();
+        };
+        let Some(r) = s.runs.get_mut(&id) else {
+            return not_found();
+        };
+        if r.status == "completed" {
+            return error(
+                StatusCode::CONFLICT,
+                "Cannot cancel a workflow run that is completed.",
+            );
+        }
+        r.status = "completed";
+        r.conclusion = Some("cancelled");
+        r.updated = SystemTime::now();
+        (r.workflow.clone(), id)
+    };
+    gh.shared.journal.record_finished(Finished {
+        provider: PROVIDER,
+        job: cancelled.0,
+        run_id: cancelled.1.to_string(),
+        passed: false,
+        cancelled: true,
+        at: SystemTime::now(),
+    });
+    json(StatusCode::ACCEPTED, json!({}))
+}
+
+fn labels_json(labels: &[String]) -> Value {
+    Value::Array(
+        labels
+            .iter()
+            .map(|l| json!({"name": l, "color": "ededed", "default": false}))
+            .collect(),
+    )
+}
+
+async fn add_labels(
+    State(gh): State<Arc<GitHub>>,
+    Path((owner, repo, number)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Some(denied) = gh.denied(&headers) {
+        return denied;
+    }
+    let Ok(number) = number.parse::<u64>() else {
+        return not_found();
+    };
+    let body: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(_) => return error(StatusCode::BAD_REQUEST, "Problems parsing JSON"),
+    };
+    // GitHub takes `{"labels": [...]}` or a bare array.
+    let list = body.get("labels").unwrap_or(&body);
+    let Some(labels) = list.as_array().map(|ls| {
+        ls.iter()
+            .filter_map(|l| l.as_str().map(str::to_owned))
+            .collect::<Vec<_>>()
+    }) else {
+        return error(StatusCode::UNPROCESSABLE_ENTITY, "Invalid request.");
+    };
+    let now = gh.shared.journal.add_labels(&owner, &repo, number, &labels);
+    json(StatusCode::OK, labels_json(&now))
+}
+
+async fn get_labels(
+    State(gh): State<Arc<GitHub>>,
+    Path((owner, repo, number)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(denied) = gh.denied(&headers) {
+        return denied;
+    }
+    let Ok(number) = number.parse::<u64>() else {
+        return not_found();
+    };
+    json(
+        StatusCode::OK,
+        labels_json(&gh.shared.journal.labels(&owner, &repo, number)),
+    )
+}
+
+async fn remove_label(
+    State(gh): State<Arc<GitHub>>,
+    Path((owner, repo, number, name)): Path<(String, String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(denied) = gh.denied(&headers) {
+        return denied;
+    }
+    let Ok(number) = number.parse::<u64>() else {
+        return not_found();
+    };
+    match gh.shared.journal.remove_label(&owner, &repo, number, &name) {
+        Some(now) => json(StatusCode::OK, labels_json(&now)),
+        None => error(StatusCode::NOT_FOUND, "Label does not exist"),
+    }
+}
+
+async fn create_status(
+    State(gh): State<Arc<GitHub>>,
+    Path((owner, repo, sha)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Some(denied) = gh.denied(&headers) {
+        return denied;
+    }
+    let Ok(body) = serde_json::from_slice::<Value>(&body) else {
+        return error(StatusCode::BAD_REQUEST, "Problems parsing JSON");
+    };
+    let text = |k: &str| body.get(k).and_then(Value::as_str).map(str::to_owned);
+    let state = text("state").unwrap_or_default();
+    let description = text("description");
+    if !matches!(state.as_str(), "pending" | "success" | "failure" | "error")
+        || description
+            .as_deref()
+            .is_some_and(|d| d.chars().count() > MAX_DESCRIPTION)
+    {
+        return error(StatusCode::UNPROCESSABLE_ENTITY, "Validation Failed");
+    }
+    let status = CommitStatus {
+        context: text("context").unwrap_or_else(|| "default".to_owned()),
+        state,
+        target_url: text("target_url"),
+        description,
+    };
+    let id = {
+        let mut s = gh.lock();
+        s.next_status_id += 1;
+        s.next_status_id
+    };
+    let now = rfc3339(SystemTime::now());
+    let answer = json!({
+        "id": id,
+        "url": format!("{}/repos/{owner}/{repo}/statuses/{sha}", gh.base),
+        "state": status.state,
+        "description": status.description,
+        "target_url": status.target_url,
+        "context": status.context,
+        "created_at": now,
+        "updated_at": now,
+    });
+    gh.shared.journal.post_status(&owner, &repo, &sha, status);
+    json(StatusCode::CREATED, answer)
+}
+
+async fn run_page(
+    State(gh): State<Arc<GitHub>>,
+    Path((owner, repo, id)): Path<(String, String, String)>,
+) -> Response {
+    let s = gh.lock();
+    match run_of(&s, &(owner, repo), &id) {
+        Some(r) => page(format!(
+            "GitHub Actions stand-in\n\n{}/{} workflow {} run {} on {}: {} {}\n",
+            r.owner,
+            r.repo,
+            r.workflow,
+            r.id,
+            r.head_branch,
+            r.status,
+            r.conclusion.unwrap_or_default()
+        )),
+        None => not_found(),
+    }
+}

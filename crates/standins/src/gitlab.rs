@@ -1,0 +1,432 @@
+//! A GitLab stand-in speaking the REST API v4 calls the GitLab adapter makes,
+//! authenticated with `PRIVATE-TOKEN`:
+//!
+//! - `POST /api/v4/projects/:id/pipeline` (`ref`, `variables` list or `inputs`) -> 201;
+//!   projects exist on demand. A pipeline is `running` until the script's time has
+//!   passed, then `success` or `failed`.
+//! - `GET .../pipelines/:pid`, `GET .../pipelines` (`ref`, `per_page`, `page`, newest
+//!   first), `GET .../pipelines/:pid/variables`, `POST .../pipelines/:pid/cancel`.
+//! - The pipeline's `name` is `gate <correlation id>`, as a project whose
+//!   `workflow: name:` shows `PROMOTION_CORRELATION_ID` would have it.
+//! - Pipeline pages (`GET /<project>/-/pipelines/:pid`) answer without a token.
+
+use crate::callbacks::About;
+use crate::journal::{Finished, Triggered};
+use crate::runtime::{Shared, header_str, json, page, rfc3339, same};
+use crate::script::Outcome;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::Response;
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::SystemTime;
+
+const PROVIDER: &str = "gitlab";
+const CORRELATION: &str = "PROMOTION_CORRELATION_ID";
+/// GitLab's default and largest page sizes.
+const DEFAULT_PER_PAGE: usize = 20;
+const MAX_PER_PAGE: usize = 100;
+
+pub(crate) struct GitLab {
+    base: String,
+    token: String,
+    shared: Shared,
+    state: Mutex<Store>,
+}
+
+#[derive(Default)]
+struct Store {
+    next_id: u64,
+    pipelines: HashMap<u64, Pipeline>,
+    projects: HashMap<String, Project>,
+}
+
+struct Project {
+    id: u64,
+    /// Pipeline ids, oldest first.
+    pipelines: Vec<u64>,
+}
+
+struct Pipeline {
+    id: u64,
+    iid: u64,
+    project: String,
+    project_id: u64,
+    git_ref: String,
+    variables: Vec<(String, String)>,
+    name: Option<String>,
+    status: &'static str,
+    created: SystemTime,
+    finished: Option<SystemTime>,
+}
+
+fn message(status: StatusCode, text: &str) -> Response {
+    json(status, json!({"message": text}))
+}
+
+fn not_found() -> Response {
+    message(StatusCode::NOT_FOUND, "404 Not found")
+}
+
+impl GitLab {
+    pub fn new(base: String, token: &str, shared: Shared) -> Arc<Self> {
+        Arc::new(Self {
+            base,
+            token: token.to_owned(),
+            shared,
+            state: Mutex::new(Store {
+                next_id: 1000,
+                ..Store::default()
+            }),
+        })
+    }
+
+    pub fn router(self: Arc<Self>) -> Router {
+        Router::new()
+            .route("/api/v4/projects/{project}/pipeline", post(create))
+            .route("/api/v4/projects/{project}/pipelines", get(list))
+            .route("/api/v4/projects/{project}/pipelines/{id}", get(show))
+            .route(
+                "/api/v4/projects/{project}/pipelines/{id}/variables",
+                get(variables),
+            )
+            .route(
+                "/api/v4/projects/{project}/pipelines/{id}/cancel",
+                post(cancel),
+            )
+            .fallback(web)
+            .with_state(self)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Store> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The 401 answer, unless the request carries the token.
+    fn denied(&self, headers: &HeaderMap) -> Option<Response> {
+        match header_str(headers, "private-token") {
+            Some(t) if same(&self.token, t) => None,
+            _ => Some(message(StatusCode::UNAUTHORIZED, "401 Unauthorized")),
+        }
+    }
+
+    fn web_url(&self, project: &str, id: u64) -> String {
+        format!("{}/{project}/-/pipelines/{id}", self.base)
+    }
+
+    fn pipeline_json(&self, p: &Pipeline) -> Value {
+        json!({
+            "id": p.id,
+            "iid": p.iid,
+            "project_id": p.project_id,
+            "status": p.status,
+            "source": "api",
+            "ref": p.git_ref,
+            "name": p.name,
+            "web_url": self.web_url(&p.project, p.id),
+            "created_at": rfc3339(p.created),
+            "updated_at": rfc3339(p.finished.unwrap_or(p.created)),
+            "started_at": rfc3339(p.created),
+            "finished_at": p.finished.map(rfc3339),
+        })
+    }
+
+    /// The pipeline `id` of `project`, as JSON.
+    fn find(&self, project: &str, id: &str) -> Option<Value> {
+        let id: u64 = id.parse().ok()?;
+        let s = self.lock();
+        let p = s.pipelines.get(&id).filter(|p| p.project == project)?;
+        Some(self.pipeline_json(p))
+    }
+
+    async fn finish(self: Arc<Self>, id: u64, outcome: Outcome) {
+        let payload = {
+            let mut s = self.lock();
+            let Some(p) = s.pipelines.get_mut(&id) else {
+                return;
+            };
+            if p.finished.is_some() {
+                return;
+            }
+            p.status = match outcome {
+                Outcome::Pass => "success",
+                Outcome::Fail => "failed",
+            };
+            p.finished = Some(SystemTime::now());
+            let p = &*p;
+            (
+                p.project.clone(),
+                json!({
+                    "object_kind": "pipeline",
+                    "object_attributes": {
+                        "id": p.id, "iid": p.iid, "name": p.name, "ref": p.git_ref,
+                        "status": p.status, "detailed_status": p.status, "source": "api",
+                        "created_at": rfc3339(p.created), "finished_at": p.finished.map(rfc3339),
+                        "variables": p.variables.iter().map(|(k, v)| json!({"key": k, "value": v})).collect::<Vec<_>>(),
+                        "url": self.web_url(&p.project, p.id),
+                    },
+                    "project": {
+                        "id": p.project_id,
+                        "path_with_namespace": p.project,
+                        "web_url": format!("{}/{}", self.base, p.project),
+                    },
+                }),
+            )
+        };
+        let (project, payload) = payload;
+        self.shared.journal.record_finished(Finished {
+            provider: PROVIDER,
+            job: project.clone(),
+            run_id: id.to_string(),
+            passed: outcome == Outcome::Pass,
+            cancelled: false,
+            at: SystemTime::now(),
+        });
+        if let Some(n) = &self.shared.notifier {
+            n.gitlab(
+                About {
+                    provider: PROVIDER,
+                    job: project,
+                    run_id: id.to_string(),
+                },
+                &payload,
+            )
+            .await;
+        }
+    }
+}
+
+async fn create(
+    State(gl): State<Arc<GitLab>>,
+    Path(project): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Some(denied) = gl.denied(&headers) {
+        return denied;
+    }
+    let Ok(body) = serde_json::from_slice::<Value>(&body) else {
+        return json(
+            StatusCode::BAD_REQUEST,
+            json!({"error": "body is not JSON"}),
+        );
+    };
+    let Some(git_ref) = body.get("ref").and_then(Value::as_str) else {
+        return json(StatusCode::BAD_REQUEST, json!({"error": "ref is missing"}));
+    };
+    // Inputs are not variables: they show only through the pipeline's name.
+    let variables: Vec<(String, String)> = body
+        .get("variables")
+        .and_then(Value::as_array)
+        .map(|vs| {
+            vs.iter()
+                .filter_map(|v| {
+                    Some((
+                        v.get("key")?.as_str()?.to_owned(),
+                        v.get("value")?.as_str()?.to_owned(),
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let inputs: Vec<(String, String)> = body
+        .get("inputs")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        v.as_str().map_or_else(|| v.to_string(), str::to_owned),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let correlation_id = variables
+        .iter()
+        .chain(&inputs)
+        .find(|(k, _)| k == CORRELATION)
+        .map(|(_, v)| v.clone());
+    let (outcome, after) = gl.shared.script.outcome(&project);
+    let created = SystemTime::now();
+    let answer = {
+        let mut s = gl.lock();
+        let id = s.next_id;
+        s.next_id += 1;
+        let next_project_id = s.projects.len() as u64 + 1;
+        let entry = s
+            .projects
+            .entry(project.clone())
+            .or_insert_with(|| Project {
+                id: next_project_id,
+                pipelines: Vec::new(),
+            });
+        entry.pipelines.push(id);
+        let (project_id, iid) = (entry.id, entry.pipelines.len() as u64);
+        let p = Pipeline {
+            id,
+            iid,
+            project: project.clone(),
+            project_id,
+            git_ref: git_ref.to_owned(),
+            variables,
+            name: correlation_id.as_ref().map(|c| format!("gate {c}")),
+            status: "running",
+            created,
+            finished: None,
+        };
+        let answer = gl.pipeline_json(&p);
+        s.pipelines.insert(id, p);
+        (id, answer)
+    };
+    let (id, answer) = answer;
+    gl.shared.journal.record_trigger(Triggered {
+        provider: PROVIDER,
+        job: project.clone(),
+        run_id: id.to_string(),
+        url: gl.web_url(&project, id),
+        correlation_id,
+        at: created,
+    });
+    let me = gl.clone();
+    gl.shared.after(after, me.finish(id, outcome));
+    json(StatusCode::CREATED, answer)
+}
+
+async fn list(
+    State(gl): State<Arc<GitLab>>,
+    Path(project): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(denied) = gl.denied(&headers) {
+        return denied;
+    }
+    let per_page = q
+        .get("per_page")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(DEFAULT_PER_PAGE)
+        .clamp(1, MAX_PER_PAGE);
+    let page_no: usize = q
+        .get("page")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(1)
+        .max(1);
+    let ascending = q.get("sort").map(String::as_str) == Some("asc");
+    let git_ref = q.get("ref");
+    let s = gl.lock();
+    let Some(p) = s.projects.get(&project) else {
+        return json(StatusCode::OK, json!([]));
+    };
+    let ids: Box<dyn Iterator<Item = &u64>> = if ascending {
+        Box::new(p.pipelines.iter())
+    } else {
+        Box::new(p.pipelines.iter().rev())
+    };
+    let out: Vec<Value> = ids
+        .filter_map(|id| s.pipelines.get(id))
+        .filter(|p| git_ref.is_none_or(|r| *r == p.git_ref))
+        .skip((page_no - 1) * per_page)
+        .take(per_page)
+        .map(|p| gl.pipeline_json(p))
+        .collect();
+    json(StatusCode::OK, Value::Array(out))
+}
+
+async fn show(
+    State(gl): State<Arc<GitLab>>,
+    Path((project, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(denied) = gl.denied(&headers) {
+        return denied;
+    }
+    match gl.find(&project, &id) {
+        Some(p) => json(StatusCode::OK, p),
+        None => not_found(),
+    }
+}
+
+async fn variables(
+    State(gl): State<Arc<GitLab>>,
+    Path((project, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(denied) = gl.denied(&headers) {
+        return denied;
+    }
+    let Ok(id) = id.parse::<u64>() else {
+        return not_found();
+    };
+    let s = gl.lock();
+    match s.pipelines.get(&id).filter(|p| p.project == project) {
+        Some(p) => json(
+            StatusCode::OK,
+            Value::Array(
+                p.variables
+                    .iter()
+                    .map(|(k, v)| json!({"key": k, "value": v, "variable_type": "env_var"}))
+                    .collect(),
+            ),
+        ),
+        None => not_found(),
+    }
+}
+
+async fn cancel(
+    State(gl): State<Arc<GitLab>>,
+    Path((project, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(denied) = gl.denied(&headers) {
+        return denied;
+    }
+    let Ok(id) = id.parse::<u64>() else {
+        return not_found();
+    };
+    let (answer, cancelled) = {
+        let mut s = gl.lock();
+        let Some(p) = s.pipelines.get_mut(&id).filter(|p| p.project == project) else {
+            return not_found();
+        };
+        let cancelled = p.finished.is_none();
+        if cancelled {
+            p.status = "canceled";
+            p.finished = Some(SystemTime::now());
+        }
+        (gl.pipeline_json(p), cancelled)
+    };
+    if cancelled {
+        gl.shared.journal.record_finished(Finished {
+            provider: PROVIDER,
+            job: project,
+            run_id: id.to_string(),
+            passed: false,
+            cancelled: true,
+            at: SystemTime::now(),
+        });
+    }
+    json(StatusCode::OK, answer)
+}
+
+/// Pipeline pages for people; anything else is GitLab's 404.
+async fn web(State(gl): State<Arc<GitLab>>, uri: Uri) -> Response {
+    let path = uri.path().trim_start_matches('/');
+    let Some((project, id)) = path.split_once("/-/pipelines/") else {
+        return not_found();
+    };
+    let id = id.trim_end_matches('/');
+    match gl.find(project, id) {
+        Some(p) => page(format!(
+            "GitLab stand-in\n\npipeline {id} of {project} on {}: {}\n",
+            p["ref"].as_str().unwrap_or_default(),
+            p["status"].as_str().unwrap_or_default()
+        )),
+        None => not_found(),
+    }
+}
