@@ -1,0 +1,1005 @@
+//! The installation artefacts in deploy/ against the real API server: the Helm
+//! chart (rendered without the helm binary, see deploy/helm.rs) and the plain
+//! manifests (`kubectl apply -k`) apply cleanly, describe the same objects and
+//! grant the same RBAC rules; and those rules are exactly what the controller
+//! needs: the real binary, authenticated as the chart's ServiceAccount, carries a
+//! pull request from its webhook to Completed, and fails clearly without one rule.
+
+#[path = "deploy/helm.rs"]
+mod helm;
+
+use hmac::{Hmac, Mac};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::rbac::v1::ClusterRole;
+use kube::Client;
+use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::discovery::{Discovery, Scope};
+use promotion_api::{Phase, PullRequestTracker};
+use promotion_argocd::application_resource;
+use promotion_controller::config::FileConfig;
+use serde_json::{Value, json};
+use sha2::Sha256;
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const SHA: &str = "3f2c9a1b7e4d5c6f8a9b0c1d2e3f4a5b6c7d8e9f";
+const SHA2: &str = "9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a2f1e0d";
+const OLD_SHA: &str = "0123456789abcdef0123456789abcdef01234567";
+const WEBHOOK_SECRET: &str = "deploy-test-s3cret";
+const FIELD_MANAGER: &str = "promotion-deploy-test";
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn chart_dir() -> PathBuf {
+    root().join("deploy/helm/promotion-controller")
+}
+
+fn yaml(text: &str) -> serde_yaml::Value {
+    serde_yaml::from_str(text).expect("test values are YAML")
+}
+
+/// Every non-empty document of a multi-document YAML text, as JSON.
+fn documents(text: &str, origin: &str) -> Vec<Value> {
+    use serde::Deserialize as _;
+    serde_yaml::Deserializer::from_str(text)
+        .map(|doc| {
+            let v = serde_yaml::Value::deserialize(doc)
+                .unwrap_or_else(|e| panic!("{origin} is not valid YAML: {e}"));
+            serde_json::to_value(v).unwrap_or_else(|e| panic!("{origin}: {e}"))
+        })
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+/// What the chart installs: CRDs first, then every rendered document.
+fn render_chart(release: &str, namespace: &str, overrides: &serde_yaml::Value) -> Vec<Value> {
+    let rendered = helm::render(
+        &chart_dir(),
+        &helm::Release {
+            name: release,
+            namespace,
+        },
+        overrides,
+    )
+    .unwrap_or_else(|e| panic!("the chart does not render: {e}"));
+    assert!(
+        rendered.notes.contains(namespace),
+        "NOTES.txt renders: {}",
+        rendered.notes
+    );
+    let mut objects = Vec::new();
+    for (name, text) in rendered.crds.iter().chain(&rendered.templates) {
+        objects.extend(documents(text, name));
+    }
+    objects
+}
+
+/// Cluster-scoped kinds among ours; kustomize keeps its own list.
+fn cluster_scoped(kind: &str) -> bool {
+    matches!(
+        kind,
+        "Namespace" | "CustomResourceDefinition" | "ClusterRole" | "ClusterRoleBinding"
+    )
+}
+
+/// `kustomize build dir` for the fields our kustomizations use (`namespace`,
+/// `resources`: files and other kustomization directories); `namespace` as
+/// `kustomize edit set namespace` would set it, when given.
+fn kustomize(dir: &Path, namespace: Option<&str>) -> Vec<Value> {
+    let path = dir.join("kustomization.yaml");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let k: Value = serde_json::to_value(yaml(&text)).expect("JSON");
+    let fields = k.as_object().expect("a kustomization is a map");
+    for key in fields.keys() {
+        assert!(
+            ["apiVersion", "kind", "namespace", "resources"].contains(&key.as_str()),
+            "{}: this test emulates only namespace and resources, not {key}: teach it first",
+            path.display()
+        );
+    }
+    let mut objects = Vec::new();
+    for r in k["resources"].as_array().expect("resources is a list") {
+        let r = dir.join(r.as_str().expect("a resource is a path"));
+        if r.is_dir() {
+            objects.extend(kustomize(&r, None));
+        } else {
+            let text =
+                std::fs::read_to_string(&r).unwrap_or_else(|e| panic!("{}: {e}", r.display()));
+            objects.extend(documents(&text, &r.display().to_string()));
+        }
+    }
+    let target = namespace.or(k["namespace"].as_str());
+    if let Some(ns) = target {
+        for obj in &mut objects {
+            let kind = obj["kind"].as_str().unwrap_or_default().to_string();
+            if kind == "Namespace" {
+                obj["metadata"]["name"] = json!(ns);
+            } else if !cluster_scoped(&kind) {
+                obj["metadata"]["namespace"] = json!(ns);
+            }
+            if let Some(subjects) = obj.get_mut("subjects").and_then(Value::as_array_mut) {
+                for s in subjects
+                    .iter_mut()
+                    .filter(|s| s["kind"] == "ServiceAccount")
+                {
+                    s["namespace"] = json!(ns);
+                }
+            }
+        }
+    }
+    objects
+}
+
+fn kind_of(obj: &Value) -> &str {
+    obj["kind"].as_str().unwrap_or_default()
+}
+
+fn name_of(obj: &Value) -> &str {
+    obj["metadata"]["name"].as_str().unwrap_or_default()
+}
+
+fn find<'a>(objects: &'a [Value], kind: &str) -> &'a Value {
+    objects
+        .iter()
+        .find(|o| kind_of(o) == kind)
+        .unwrap_or_else(|| panic!("no {kind} among {:?}", kinds(objects)))
+}
+
+fn kinds(objects: &[Value]) -> Vec<String> {
+    let mut k: Vec<String> = objects.iter().map(|o| kind_of(o).to_string()).collect();
+    k.sort();
+    k
+}
+
+/// The order `kubectl apply` and Helm install in: what others refer to first.
+fn install_order(kind: &str) -> u8 {
+    match kind {
+        "Namespace" => 0,
+        "CustomResourceDefinition" => 1,
+        "ServiceAccount" => 2,
+        "ClusterRole" | "Role" => 3,
+        "ClusterRoleBinding" | "RoleBinding" => 4,
+        "ConfigMap" | "Secret" => 5,
+        _ => 6,
+    }
+}
+
+/// Server-side applies `objects`; those of `dry_run_kinds` with dryRun=All (no
+/// controllers run here, but the API server validates them in full).
+async fn apply(client: &Client, objects: &[Value], dry_run_kinds: &[&str]) {
+    let discovery = Discovery::new(client.clone())
+        .filter(&[
+            "",
+            "apps",
+            "rbac.authorization.k8s.io",
+            "apiextensions.k8s.io",
+        ])
+        .run()
+        .await
+        .expect("API discovery");
+    let mut sorted: Vec<&Value> = objects.iter().collect();
+    sorted.sort_by_key(|o| install_order(kind_of(o)));
+    for obj in sorted {
+        let dynamic: DynamicObject =
+            serde_json::from_value(obj.clone()).expect("every document is an object");
+        let types = dynamic.types.clone().expect("apiVersion and kind");
+        let gvk = kube::core::GroupVersionKind::try_from(&types).expect("a valid apiVersion");
+        let (ar, caps) = discovery
+            .resolve_gvk(&gvk)
+            .unwrap_or_else(|| panic!("the API server does not serve {gvk:?}"));
+        let name = name_of(obj);
+        let api: Api<DynamicObject> = match caps.scope {
+            Scope::Namespaced => {
+                let ns = obj["metadata"]["namespace"].as_str().unwrap_or_else(|| {
+                    panic!(
+                        "{} {name} is namespaced but names no namespace",
+                        kind_of(obj)
+                    )
+                });
+                Api::namespaced_with(client.clone(), ns, &ar)
+            }
+            Scope::Cluster => Api::all_with(client.clone(), &ar),
+        };
+        let mut params = PatchParams::apply(FIELD_MANAGER).force();
+        params.dry_run = dry_run_kinds.contains(&kind_of(obj));
+        api.patch(name, &params, &Patch::Apply(obj))
+            .await
+            .unwrap_or_else(|e| panic!("applying {} {name}: {e}", kind_of(obj)));
+    }
+}
+
+/// The `config.yaml` of the ConfigMap among `objects`, checked as the binary checks it.
+fn config_of(objects: &[Value]) -> (String, FileConfig) {
+    let text = find(objects, "ConfigMap")["data"]["config.yaml"]
+        .as_str()
+        .expect("the ConfigMap holds config.yaml")
+        .to_string();
+    let parsed = FileConfig::parse(&text)
+        .unwrap_or_else(|e| panic!("config.yaml is refused by the controller: {e}\n{text}"));
+    (text, parsed)
+}
+
+fn container(objects: &[Value]) -> &Value {
+    &find(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+}
+
+fn env_of(objects: &[Value]) -> BTreeMap<String, Value> {
+    container(objects)["env"]
+        .as_array()
+        .expect("env")
+        .iter()
+        .map(|e| {
+            let v = e
+                .get("value")
+                .cloned()
+                .unwrap_or_else(|| e["valueFrom"].clone());
+            (e["name"].as_str().expect("env name").to_string(), v)
+        })
+        .collect()
+}
+
+/// The RBAC rules of `kind` among `objects`, each as (apiGroups, resources, verbs), sorted.
+fn rules(objects: &[Value], kind: &str) -> Vec<(Vec<String>, Vec<String>, Vec<String>)> {
+    let strings = |v: &Value| -> Vec<String> {
+        let mut s: Vec<String> = v
+            .as_array()
+            .expect("a list")
+            .iter()
+            .map(|x| x.as_str().expect("a string").to_string())
+            .collect();
+        s.sort();
+        s
+    };
+    let mut out: Vec<_> = find(objects, kind)["rules"]
+        .as_array()
+        .expect("rules")
+        .iter()
+        .map(|r| {
+            (
+                strings(&r["apiGroups"]),
+                strings(&r["resources"]),
+                strings(&r["verbs"]),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// A name unique to this run, from the test namespace's random suffix.
+fn unique(ns: &str, prefix: &str) -> String {
+    let suffix = ns.rsplit('-').next().unwrap_or(ns);
+    format!("{prefix}-{suffix}")
+}
+
+#[test]
+fn the_chart_crds_are_the_generated_ones() {
+    let generated_dir = root().join("deploy/crds");
+    let crd_files = |dir: &Path| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.ends_with(".yaml") && n != "kustomization.yaml")
+            .collect();
+        names.sort();
+        names
+    };
+    let generated = crd_files(&generated_dir);
+    let chart = crd_files(&chart_dir().join("crds"));
+    assert!(
+        !generated.is_empty(),
+        "cargo xtask crdgen writes deploy/crds"
+    );
+    assert_eq!(
+        chart, generated,
+        "deploy/helm/promotion-controller/crds must hold exactly the files of deploy/crds"
+    );
+    for name in &generated {
+        let a = std::fs::read(generated_dir.join(name)).expect("generated CRD");
+        let b = std::fs::read(chart_dir().join("crds").join(name)).expect("chart CRD");
+        assert!(
+            a == b,
+            "deploy/helm/promotion-controller/crds/{name} differs from deploy/crds/{name}: \
+             copy it again after `cargo xtask crdgen`"
+        );
+    }
+    // The manifests reach the CRDs through deploy/crds/kustomization.yaml.
+    let listed = kustomize(&generated_dir, None);
+    let mut names: Vec<String> = listed
+        .iter()
+        .map(|o| format!("{}.yaml", name_of(o)))
+        .collect();
+    names.sort();
+    assert_eq!(
+        names, generated,
+        "deploy/crds/kustomization.yaml must list every generated CRD"
+    );
+}
+
+#[test]
+fn the_chart_and_the_manifests_describe_the_same_controller() {
+    let chart = render_chart("promotion-controller", "promotion-system", &yaml("{}"));
+    let manifests = kustomize(&root().join("deploy/manifests"), None);
+    for kind in ["ClusterRole", "Role"] {
+        assert_eq!(
+            rules(&chart, kind),
+            rules(&manifests, kind),
+            "the chart's and the manifests' {kind} rules differ"
+        );
+    }
+    // The same container (image, env, probes, ports, resources, security).
+    assert_eq!(container(&chart), container(&manifests));
+    let pod = |o: &[Value]| find(o, "Deployment")["spec"]["template"]["spec"].clone();
+    for field in ["securityContext", "serviceAccountName", "volumes"] {
+        assert_eq!(pod(&chart)[field], pod(&manifests)[field], "{field}");
+    }
+    let spec = |o: &[Value], kind: &str, field: &str| find(o, kind)["spec"][field].clone();
+    assert_eq!(
+        spec(&chart, "Deployment", "strategy"),
+        spec(&manifests, "Deployment", "strategy")
+    );
+    assert_eq!(
+        spec(&chart, "Service", "ports"),
+        spec(&manifests, "Service", "ports")
+    );
+    assert_eq!(config_of(&chart).1, config_of(&manifests).1);
+    // Everything but the Namespace (Helm's --create-namespace) is in both.
+    let mut without_ns = kinds(&manifests);
+    without_ns.retain(|k| k != "Namespace");
+    assert_eq!(kinds(&chart), without_ns);
+    // Unchanged, every namespaced file already names promotion-system (so `kubectl apply -f` works too).
+    let plain = root().join("deploy/manifests");
+    for entry in std::fs::read_dir(&plain).expect("deploy/manifests") {
+        let path = entry.expect("entry").path();
+        let file = path.display().to_string();
+        if file.ends_with("kustomization.yaml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).expect("manifest");
+        for obj in documents(&text, &file) {
+            if !cluster_scoped(kind_of(&obj)) {
+                assert_eq!(obj["metadata"]["namespace"], "promotion-system", "{file}");
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_chart_applies_with_its_default_values() {
+    let ctx = promotion_testenv::context("deploy-helm-defaults").await;
+    let release = unique(&ctx.namespace, "pc");
+    let objects = render_chart(&release, &ctx.namespace, &yaml("{}"));
+    assert_eq!(
+        kinds(&objects),
+        [
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "ConfigMap",
+            "CustomResourceDefinition",
+            "CustomResourceDefinition",
+            "Deployment",
+            "Role",
+            "RoleBinding",
+            "Service",
+            "ServiceAccount"
+        ]
+    );
+    let (_, config) = config_of(&objects);
+    assert_eq!(
+        config.webhook_secret_ref.map(|s| s.name).as_deref(),
+        Some("promotion-webhooks")
+    );
+    let env = env_of(&objects);
+    assert_eq!(env["PROMOTION_LEADER_ELECTION"], "true");
+    assert_eq!(env["PROMOTION_LOG_FORMAT"], "json");
+    assert!(!env.contains_key("WATCH_NAMESPACE"));
+    assert_eq!(
+        container(&objects)["image"],
+        "ghcr.io/promotion-controller/promotion-controller:0.1.0"
+    );
+    apply(
+        &ctx.client,
+        &objects,
+        &["Deployment", "Service", "ConfigMap"],
+    )
+    .await;
+    // Really there: what the controller's identity and rights are made of.
+    let sa: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    sa.get(&release).await.expect("the ServiceAccount exists");
+    let roles: Api<k8s_openapi::api::rbac::v1::Role> =
+        Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    roles.get(&release).await.expect("the Role exists");
+    Api::<ClusterRole>::all(ctx.client.clone())
+        .get(&release)
+        .await
+        .expect("the ClusterRole exists");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_chart_applies_with_every_value_changed() {
+    let ctx = promotion_testenv::context("deploy-helm-values").await;
+    let name = unique(&ctx.namespace, "promotion");
+    let overrides = yaml(&format!(
+        r#"
+image: {{repository: registry.example.com/tools/promotion, tag: "1.2.3", pullPolicy: Always}}
+imagePullSecrets: [{{name: regcred}}]
+fullnameOverride: {name}
+replicas: 2
+resources: {{requests: {{cpu: 100m, memory: 128Mi}}, limits: {{cpu: "1", memory: 512Mi}}}}
+watchNamespace: team-a
+leaderElection: false
+logFormat: text
+pollInterval: 30s
+config:
+  connections:
+    - {{name: gitlab, kind: gitlab, url: "https://gitlab.example.com", default: true, secretRef: {{name: gitlab-ci}}}}
+  repositories:
+    - {{owner: acme, name: shop, namespace: team-a, environment: dev, application: {{name: "shop-pr-${{PR_NUMBER}}"}}}}
+  webhookSecretRef: {{name: hooks}}
+  argocd: {{sync: true, refresh: false}}
+serviceAccount: {{create: false, name: existing-sa}}
+service: {{type: NodePort, metricsPort: 18080, webhookPort: 443}}
+podAnnotations: {{prometheus.io/scrape: "true"}}
+nodeSelector: {{kubernetes.io/os: linux}}
+tolerations: [{{key: dedicated, operator: Equal, value: ci, effect: NoSchedule}}]
+affinity:
+  nodeAffinity:
+    requiredDuringSchedulingIgnoredDuringExecution:
+      nodeSelectorTerms:
+        - matchExpressions: [{{key: kubernetes.io/arch, operator: In, values: [amd64, arm64]}}]
+"#
+    ));
+    let objects = render_chart("ignored-release-name", &ctx.namespace, &overrides);
+    assert!(
+        objects
+            .iter()
+            .all(|o| kind_of(o) == "CustomResourceDefinition" || name_of(o).starts_with(&name)),
+        "fullnameOverride names every object"
+    );
+    assert!(
+        !kinds(&objects).contains(&"ServiceAccount".to_string()),
+        "serviceAccount.create=false creates none"
+    );
+    for binding in ["ClusterRoleBinding", "RoleBinding"] {
+        assert_eq!(
+            find(&objects, binding)["subjects"][0]["name"],
+            "existing-sa"
+        );
+    }
+    let deployment = find(&objects, "Deployment");
+    let pod = &deployment["spec"]["template"];
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    assert_eq!(pod["spec"]["serviceAccountName"], "existing-sa");
+    assert_eq!(pod["spec"]["imagePullSecrets"][0]["name"], "regcred");
+    assert_eq!(pod["spec"]["nodeSelector"]["kubernetes.io/os"], "linux");
+    assert_eq!(pod["spec"]["tolerations"][0]["key"], "dedicated");
+    assert!(pod["spec"]["affinity"]["nodeAffinity"].is_object());
+    assert_eq!(
+        pod["metadata"]["annotations"]["prometheus.io/scrape"],
+        "true"
+    );
+    let c = container(&objects);
+    assert_eq!(c["image"], "registry.example.com/tools/promotion:1.2.3");
+    assert_eq!(c["imagePullPolicy"], "Always");
+    assert_eq!(c["resources"]["limits"]["cpu"], "1");
+    let env = env_of(&objects);
+    assert_eq!(env["WATCH_NAMESPACE"], "team-a");
+    assert_eq!(env["PROMOTION_LEADER_ELECTION"], "false");
+    assert_eq!(env["PROMOTION_LOG_FORMAT"], "text");
+    assert_eq!(env["PROMOTION_POLL_INTERVAL"], "30s");
+    let service = find(&objects, "Service");
+    assert_eq!(service["spec"]["type"], "NodePort");
+    assert_eq!(service["spec"]["ports"][0]["port"], 18080);
+    assert_eq!(service["spec"]["ports"][1]["port"], 443);
+    let (_, config) = config_of(&objects);
+    assert_eq!(config.connections[0].name, "gitlab");
+    assert_eq!(
+        config.repositories[0].application.name,
+        "shop-pr-${PR_NUMBER}"
+    );
+    assert!(config.argocd.sync && !config.argocd.refresh);
+    // A changed configuration changes the pod template, so the pod restarts to read it.
+    let default_checksum = find(
+        &render_chart("x", &ctx.namespace, &yaml("{}")),
+        "Deployment",
+    )["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+        .clone();
+    assert_ne!(
+        pod["metadata"]["annotations"]["checksum/config"],
+        default_checksum
+    );
+    apply(
+        &ctx.client,
+        &objects,
+        &["Deployment", "Service", "ConfigMap"],
+    )
+    .await;
+
+    // rbac.create=false: no RBAC at all, for clusters where it is managed elsewhere.
+    let no_rbac = render_chart("x", &ctx.namespace, &yaml("rbac: {create: false}"));
+    assert!(
+        no_rbac.iter().all(|o| !kind_of(o).contains("Role")),
+        "{:?}",
+        kinds(&no_rbac)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_manifests_apply_as_kubectl_apply_k_would() {
+    let ctx = promotion_testenv::context("deploy-manifests").await;
+    // As installed, everything lands in promotion-system ...
+    let as_is = kustomize(&root().join("deploy/manifests"), None);
+    for obj in as_is.iter().filter(|o| !cluster_scoped(kind_of(o))) {
+        assert_eq!(obj["metadata"]["namespace"], "promotion-system");
+    }
+    // ... and here in the test's own namespace, as `kustomize edit set namespace` would.
+    let objects = kustomize(&root().join("deploy/manifests"), Some(&ctx.namespace));
+    assert_eq!(name_of(find(&objects, "Namespace")), ctx.namespace);
+    for binding in ["ClusterRoleBinding", "RoleBinding"] {
+        assert_eq!(
+            find(&objects, binding)["subjects"][0]["namespace"],
+            ctx.namespace.as_str()
+        );
+    }
+    config_of(&objects);
+    apply(
+        &ctx.client,
+        &objects,
+        &["Deployment", "Service", "ConfigMap"],
+    )
+    .await;
+    let sa: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    sa.get("promotion-controller")
+        .await
+        .expect("the ServiceAccount exists");
+}
+
+// ---------------------------------------------------------------------------
+// The real binary, with exactly the chart's rights.
+
+/// The controller binary as a child process; killed when dropped.
+struct Controller {
+    child: Child,
+    log: Arc<Mutex<String>>,
+    probe: u16,
+    webhook: u16,
+    files: Vec<PathBuf>,
+}
+
+impl Controller {
+    fn log(&self) -> String {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// Fails the test with the log if the process has exited.
+    fn check_alive(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!("the controller exited ({status}); its log:\n{}", self.log());
+        }
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for f in &self.files {
+            let _ = std::fs::remove_file(f);
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// One HTTP/1.1 request to the child; returns (status code, body).
+fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, String)],
+    body: &[u8],
+) -> (u16, String) {
+    let mut stream = match std::net::TcpStream::connect(("127.0.0.1", port)) {
+        Ok(s) => s,
+        Err(_) => return (0, String::new()),
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    if stream.write_all(req.as_bytes()).is_err() || stream.write_all(body).is_err() {
+        return (0, String::new());
+    }
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    let code = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (code, body)
+}
+
+/// The admin kubeconfig, impersonating `user` (the admin is system:masters, so it may).
+fn impersonating(kubeconfig: &Path, user: &str, out: &Path) {
+    let text = std::fs::read_to_string(kubeconfig).expect("the testenv kubeconfig");
+    let mut kc = yaml(&text);
+    let users = kc
+        .get_mut("users")
+        .and_then(|u| u.as_sequence_mut())
+        .expect("kubeconfig users");
+    for u in users {
+        let auth = u
+            .get_mut("user")
+            .and_then(|a| a.as_mapping_mut())
+            .expect("a user entry");
+        auth.insert("as".into(), user.into());
+    }
+    std::fs::write(out, serde_yaml::to_string(&kc).expect("YAML")).expect("writing a kubeconfig");
+}
+
+/// Starts the binary as the Deployment would: the container's env (downward API
+/// resolved), the ConfigMap's config.yaml, and a kubeconfig that impersonates
+/// the chart's ServiceAccount instead of its in-cluster token.
+async fn start_controller(objects: &[Value], namespace: &str, kubeconfig: &Path) -> Controller {
+    let dir = std::env::temp_dir();
+    let config_path = dir.join(format!("{namespace}-config.yaml"));
+    let kubeconfig_path = dir.join(format!("{namespace}-kubeconfig.yaml"));
+    std::fs::write(&config_path, config_of(objects).0).expect("writing config.yaml");
+    let sa = find(objects, "RoleBinding")["subjects"][0]["name"]
+        .as_str()
+        .expect("the bound ServiceAccount")
+        .to_string();
+    impersonating(
+        kubeconfig,
+        &format!("system:serviceaccount:{namespace}:{sa}"),
+        &kubeconfig_path,
+    );
+    let (probe, webhook) = (free_port(), free_port());
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_promotion-controller"));
+    // Nothing from the test's environment (KUBECONFIG, RUST_LOG, ...) leaks in.
+    cmd.env_clear();
+    for (name, value) in env_of(objects) {
+        let value = match value {
+            Value::String(s) => s,
+            from => match from["fieldRef"]["fieldPath"].as_str() {
+                Some("metadata.namespace") => namespace.to_string(),
+                Some("metadata.name") => "promotion-controller-6d4b9c7f5-x2k8p".to_string(),
+                other => panic!("the test cannot resolve env {name} from {other:?}"),
+            },
+        };
+        cmd.env(name, value);
+    }
+    cmd.env("PROMOTION_CONFIG", &config_path)
+        .arg("--kubeconfig")
+        .arg(&kubeconfig_path)
+        .arg("--probe-address")
+        .arg(format!("127.0.0.1:{probe}"))
+        .arg("--webhook-address")
+        .arg(format!("127.0.0.1:{webhook}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("starting the controller binary");
+    let log = Arc::new(Mutex::new(String::new()));
+    let pipes: [Box<dyn Read + Send>; 2] = [
+        Box::new(child.stdout.take().expect("stdout")),
+        Box::new(child.stderr.take().expect("stderr")),
+    ];
+    for pipe in pipes {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                if let Ok(mut l) = log.lock() {
+                    l.push_str(&line);
+                    l.push('\n');
+                }
+            }
+        });
+    }
+    let mut c = Controller {
+        child,
+        log,
+        probe,
+        webhook,
+        files: vec![config_path, kubeconfig_path],
+    };
+    // Ready: it holds the Lease and its caches are filled.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        c.check_alive();
+        let port = c.probe;
+        let (code, _) = tokio::task::spawn_blocking(move || http(port, "GET", "/readyz", &[], b""))
+            .await
+            .expect("probe");
+        if code == 200 {
+            return c;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the controller never became ready; its log:\n{}",
+            c.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A signed GitHub pull_request delivery to the binary's webhook port.
+async fn deliver_pr(c: &Controller, number: i64, sha: &str, updated_at: &str) -> (u16, String) {
+    let body = serde_json::to_vec(&json!({
+        "action": "opened", "number": number,
+        "pull_request": {"number": number, "state": "open", "head": {"sha": sha, "ref": "feature"}, "updated_at": updated_at},
+        "repository": {"name": "shop", "full_name": "acme/shop", "owner": {"login": "acme"}}
+    }))
+    .expect("JSON");
+    let mut mac = Hmac::<Sha256>::new_from_slice(WEBHOOK_SECRET.as_bytes()).expect("any key");
+    mac.update(&body);
+    let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    let port = c.webhook;
+    tokio::task::spawn_blocking(move || {
+        http(
+            port,
+            "POST",
+            "/webhooks/github",
+            &[
+                ("Content-Type", "application/json".into()),
+                ("X-GitHub-Event", "pull_request".into()),
+                ("X-Hub-Signature-256", signature),
+            ],
+            &body,
+        )
+    })
+    .await
+    .expect("webhook delivery")
+}
+
+/// An Argo CD Application that opted in to promotion by `policy_ns`'s policies to
+/// staging, Synced and Healthy at `revision` (status written directly: the CRD has
+/// no status subresource, as Argo CD's has none).
+async fn create_app(apps: &Api<DynamicObject>, name: &str, revision: &str, policy_ns: &str) {
+    let obj: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "argoproj.io/v1alpha1", "kind": "Application",
+        "metadata": {"name": name, "annotations": {
+            promotion_argocd::ALLOW_PROMOTION_FROM: format!("{policy_ns}/staging")
+        }},
+        "spec": {"project": "default",
+                 "source": {"repoURL": "https://git.example.com/acme/shop.git", "path": "deploy", "targetRevision": revision},
+                 "destination": {"server": "https://kubernetes.default.svc", "namespace": name}},
+        "status": {"sync": {"status": "Synced", "revision": revision}, "health": {"status": "Healthy"}}
+    }))
+    .expect("an Application");
+    apps.create(&PostParams::default(), &obj)
+        .await
+        .unwrap_or_else(|e| panic!("creating Application {name}: {e}"));
+}
+
+async fn wait_until<T>(
+    what: &str,
+    c: &mut Controller,
+    mut probe: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        c.check_alive();
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; the controller's log:\n{}",
+            c.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn status_text(t: &PullRequestTracker) -> String {
+    serde_json::to_string(&t.status).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_binary_promotes_with_exactly_the_charts_rights() {
+    let ctx = promotion_testenv::context("deploy-rbac").await;
+    let client = ctx.client.clone();
+    let team = promotion_testenv::fresh_namespace(&client, "deploy-rbac-team")
+        .await
+        .expect("team namespace");
+    let argocd = promotion_testenv::fresh_namespace(&client, "deploy-rbac-argocd")
+        .await
+        .expect("Argo CD namespace");
+    let crd = promotion_argocd::testing::application_crd().expect("the Application CRD parses");
+    promotion_testenv::install_crd_objects(&client, vec![crd])
+        .await
+        .expect("installing the Application CRD");
+
+    // The chart as a team would install it: watching its namespace, with a repository.
+    let release = unique(&ctx.namespace, "pc");
+    let overrides = yaml(&format!(
+        r#"
+serviceAccount: {{name: promotion-controller}}
+watchNamespace: {team}
+pollInterval: 300ms
+logFormat: text
+config:
+  repositories:
+    - {{owner: acme, name: shop, namespace: {team}, environment: dev,
+       application: {{namespace: {argocd}, name: "shop-pr-${{PR_NUMBER}}"}}}}
+"#
+    ));
+    let objects = render_chart(&release, &ctx.namespace, &overrides);
+    // Only the identity and its rights for real; the pod is this test's child process.
+    let rbac: Vec<Value> = objects
+        .iter()
+        .filter(|o| {
+            [
+                "ServiceAccount",
+                "ClusterRole",
+                "ClusterRoleBinding",
+                "Role",
+                "RoleBinding",
+            ]
+            .contains(&kind_of(o))
+        })
+        .cloned()
+        .collect();
+    apply(&client, &rbac, &[]).await;
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "promotion-webhooks"},
+        "stringData": {"github": WEBHOOK_SECRET}
+    }))
+    .expect("a Secret");
+    Api::<Secret>::namespaced(client.clone(), &ctx.namespace)
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("creating the webhook Secret");
+
+    let apps: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), &argocd, &application_resource());
+    create_app(&apps, "shop-pr-42", SHA, &team).await;
+    create_app(&apps, "shop-staging", OLD_SHA, &team).await;
+    let policy: promotion_api::PromotionPolicy = serde_json::from_value(json!({
+        "apiVersion": "promotion.io/v1alpha1", "kind": "PromotionPolicy",
+        "metadata": {"name": "dev-to-staging"},
+        "spec": {"sourceEnvironment": "dev", "targetEnvironment": "staging",
+                 "promotion": {"application": {"namespace": argocd, "name": "shop-staging"}}}
+    }))
+    .expect("a policy");
+    let policies: Api<promotion_api::PromotionPolicy> = Api::namespaced(client.clone(), &team);
+    policies
+        .create(&PostParams::default(), &policy)
+        .await
+        .expect("creating the policy");
+
+    let started = Instant::now();
+    let mut c = start_controller(&objects, &ctx.namespace, &ctx.kubeconfig).await;
+    let lease: Lease = Api::namespaced(client.clone(), &ctx.namespace)
+        .get("promotion-controller")
+        .await
+        .expect("the controller created its Lease");
+    assert_eq!(
+        lease.spec.and_then(|s| s.holder_identity).as_deref(),
+        Some("promotion-controller-6d4b9c7f5-x2k8p"),
+        "the Lease is held by the pod's name"
+    );
+    // The policy's verdict shows in its status (promotionpolicies/status: patch).
+    wait_until("the policy to be Ready", &mut c, async || {
+        let p = policies.get("dev-to-staging").await.ok()?;
+        p.status?
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+            .then_some(())
+    })
+    .await;
+
+    // The webhook creates the tracker (get, create/patch through server-side apply).
+    let (code, body) = deliver_pr(&c, 42, SHA, "2026-11-25T10:00:00Z").await;
+    assert_eq!(code, 202, "the webhook accepts the PR: {body}\n{}", c.log());
+    let trackers: Api<PullRequestTracker> = Api::namespaced(client.clone(), &team);
+
+    // The controller promotes: it points the staging Application at the PR's SHA ...
+    wait_until(
+        "the staging Application to be promoted",
+        &mut c,
+        async || {
+            let app = apps.get("shop-staging").await.ok()?;
+            (app.data["spec"]["source"]["targetRevision"] == SHA).then_some(())
+        },
+    )
+    .await;
+    // ... and Argo CD (this test) syncs it.
+    apps.patch(
+        "shop-staging",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {
+            "sync": {"status": "Synced", "revision": SHA}, "health": {"status": "Healthy"}
+        }})),
+    )
+    .await
+    .expect("syncing the staging Application");
+    let done = wait_until("the tracker to complete in staging", &mut c, async || {
+        let t = trackers.get("shop-pr-42").await.ok()?;
+        let s = t.status.as_ref()?;
+        (s.phase == Some(Phase::Completed) && s.current_environment.as_deref() == Some("staging"))
+            .then_some(t)
+    })
+    .await;
+    println!(
+        "PR 42 went dev -> staging -> Completed in {:.1?} after the controller started",
+        started.elapsed()
+    );
+    assert_eq!(done.status.as_ref().map(|s| s.promotions.len()), Some(1));
+    let events: Api<Event> = Api::namespaced(client.clone(), &team);
+    let about: Vec<String> = events
+        .list(&ListParams::default())
+        .await
+        .expect("events")
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("shop-pr-42"))
+        .filter_map(|e| e.reason)
+        .collect();
+    assert!(!about.is_empty(), "Events about the tracker were published");
+    let log = c.log();
+    let lower = log.to_lowercase();
+    assert!(
+        !lower.contains("forbidden") && !lower.contains("code: 403"),
+        "the controller was refused something with the chart's rules:\n{log}"
+    );
+
+    // Without one rule (patching Applications) the same hop stops, and says why.
+    let roles: Api<ClusterRole> = Api::all(client.clone());
+    let mut role = roles.get(&release).await.expect("the ClusterRole");
+    for rule in role.rules.iter_mut().flatten() {
+        if rule.api_groups.as_deref() == Some(&["argoproj.io".to_string()][..]) {
+            rule.verbs.retain(|v| v != "patch");
+        }
+    }
+    roles
+        .replace(&release, &PostParams::default(), &role)
+        .await
+        .expect("narrowing the ClusterRole");
+    create_app(&apps, "shop-pr-43", SHA2, &team).await;
+    let (code, body) = deliver_pr(&c, 43, SHA2, "2026-11-25T11:00:00Z").await;
+    assert_eq!(code, 202, "the webhook accepts the PR: {body}");
+    let blocked = wait_until("the forbidden promotion to show", &mut c, async || {
+        let t = trackers.get("shop-pr-43").await.ok()?;
+        let text = status_text(&t);
+        text.contains("403 Forbidden").then_some(text)
+    })
+    .await;
+    assert!(
+        blocked.contains("PromotionBlocked") && blocked.contains("shop-staging"),
+        "the tracker names the refused promotion: {blocked}"
+    );
+    let staging = apps.get("shop-staging").await.expect("staging");
+    assert_eq!(
+        staging.data["spec"]["source"]["targetRevision"], SHA,
+        "nothing moved without the right"
+    );
+    drop(c);
+}
