@@ -1,5 +1,10 @@
 //! Developer tasks: `cargo xtask <command>`.
 
+mod bench;
+mod demo;
+mod process;
+mod world;
+
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use kube::Client;
@@ -38,8 +43,10 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Start a control plane, apply the samples in examples/ and list them as kubectl would.
+    /// The main job: the real controller carries a PR from dev to prod on a local control plane (stand-ins for CI, GitHub, Argo CD).
     Demo,
+    /// Measure hops per second, latency, memory and API cost with N trackers (see BENCHMARKS.md).
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> Result<()> {
@@ -49,6 +56,12 @@ fn main() -> Result<()> {
         Cmd::ControlPlane { up } => control_plane(up),
         Cmd::Test { args } => test(&args),
         Cmd::Demo => demo(),
+        Cmd::Bench(args) => {
+            let plane = start_control_plane()?;
+            let result = bench::run(&workspace_root(), &plane.kubeconfig, &args);
+            plane.stop();
+            result
+        }
     }
 }
 
@@ -170,48 +183,15 @@ fn test(args: &[String]) -> Result<()> {
 fn demo() -> Result<()> {
     let plane = start_control_plane()?;
     let kubeconfig = publish_kubeconfig(&plane)?;
-    let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(async {
-        let client = promotion_testenv::client_for(&plane.kubeconfig).await?;
-        let ns = "demo";
-        let namespace = ensure_namespace(&client, ns).await?;
-        for path in sorted_yaml_files(&workspace_root().join("examples"))? {
-            let applied = apply_file(&client, &namespace, &path).await?;
-            println!("applied {} ({applied} objects)", path.display());
-        }
-        for plural in ["promotionpolicies", "pullrequesttrackers"] {
-            println!("\n$ kubectl get {plural} -n {namespace}");
-            let table = promotion_testenv::table::get(&client, plural, &namespace).await?;
-            print!("{}", promotion_testenv::table::render(&table));
-        }
-        anyhow::Ok(())
-    })?;
-    println!(
-        "\nThe same with kubectl: kubectl --kubeconfig {} get promotion -n demo",
-        kubeconfig.display()
-    );
+    let result = demo::run(&workspace_root(), &plane.kubeconfig);
+    if result.is_ok() {
+        println!(
+            "\nWhile a control plane runs (`cargo xtask control-plane --up`), the same is seen with\n  kubectl --kubeconfig {} get promotion -n demo",
+            kubeconfig.display()
+        );
+    }
     plane.stop();
-    Ok(())
-}
-
-async fn ensure_namespace(client: &Client, name: &str) -> Result<String> {
-    let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
-    let ns: k8s_openapi::api::core::v1::Namespace = serde_json::from_value(serde_json::json!({
-        "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}
-    }))?;
-    api.patch(name, &PatchParams::apply("xtask"), &Patch::Apply(&ns))
-        .await?;
-    Ok(name.to_string())
-}
-
-fn sorted_yaml_files(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("reading {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-        .collect();
-    files.sort();
-    Ok(files)
+    result
 }
 
 /// Server-side applies every document of a YAML file into `namespace`.
