@@ -109,6 +109,9 @@ pub struct Context {
     failures: Mutex<HashMap<String, u32>>,
 }
 
+/// When an unmatched CI callback is matched again (after the previous attempt).
+const WAKE_RETRIES: &[Duration] = &[Duration::from_millis(500), Duration::from_secs(2)];
+
 /// Why a reconcile failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -196,7 +199,27 @@ pub async fn run(
             .wake
             .map(|rx| rx.boxed())
             .unwrap_or_else(|| futures::stream::pending().boxed());
-        wake.flat_map(move |w: Wake| refs_where(&reader, |t| w.matches(t)))
+        // A callback can overtake the status write that records its run id (a busy apiserver,
+        // a fast CI): when nothing follows the run yet, look again shortly instead of leaving
+        // the tracker to the next poll.
+        wake.flat_map_unordered(None, move |w: Wake| {
+            let now = refs_where(&reader, |t| w.matches(t));
+            if futures::Stream::size_hint(&now).0 > 0 {
+                return now.boxed();
+            }
+            let reader = reader.clone();
+            futures::stream::iter(WAKE_RETRIES)
+                .then(move |delay| {
+                    let reader = reader.clone();
+                    let w = w.clone();
+                    async move {
+                        tokio::time::sleep(*delay).await;
+                        refs_where(&reader, |t| w.matches(t))
+                    }
+                })
+                .flatten()
+                .boxed()
+        })
     };
     let ctx = Arc::new(Context {
         engine: Engine::new(ports, config.engine.clone()),
