@@ -515,13 +515,12 @@ fn render(args: &BenchArgs, baseline: f64, a: &Measured, b: Option<&Measured>) -
         format!("{:.1}", m.requests_total() / m.hops as f64)
     });
     for key in [
-        "UPDATE pullrequesttrackers/status",
-        "PATCH pullrequesttrackers/status",
-        "CREATE events",
+        "PUT pullrequesttrackers/status",
+        "POST pullrequesttrackers",
+        "POST events",
         "PATCH events",
-        "PATCH applications",
         "GET applications",
-        "GET secrets",
+        "PATCH applications",
     ] {
         row(&mut t, &format!("  of which {key}"), &|m| {
             format!(
