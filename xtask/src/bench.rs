@@ -229,6 +229,22 @@ async fn one_run(
     };
     let wall = started.elapsed();
     let (peak_rss_kb, cpu_seconds) = process::usage(pid)?;
+    // Kept for reading the controller's own view (reconciles by result, its pass-to-promotion histogram).
+    let metrics = controller.metrics().await.unwrap_or_default();
+    std::fs::write(dir.join(format!("{ns}-metrics.txt")), metrics)?;
+    {
+        let mut sorted = latencies.clone();
+        sorted.sort();
+        println!(
+            "[bench] pass -> record: p10 {:?} p50 {:?} p90 {:?} p99 {:?} max {:?} ({} samples)",
+            percentile(&sorted, 0.1),
+            percentile(&sorted, 0.5),
+            percentile(&sorted, 0.9),
+            percentile(&sorted, 0.99),
+            sorted.last().copied().unwrap_or_default(),
+            sorted.len()
+        );
+    }
     let after = apiserver_requests(client).await?;
     let status = controller.stop()?;
     println!("[bench] controller stopped ({status})");

@@ -452,3 +452,14 @@ fn value<T: serde::Serialize>(v: &T) -> String {
 fn short(sha: &str) -> &str {
     sha.get(..7).unwrap_or(sha)
 }
+
+#[cfg(test)]
+mod tests {
+    /// README's first command, on the test run's control plane: PR #42 must end Completed
+    /// in prod and PR #43 Failed, or `run` returns the error.
+    #[test]
+    fn the_demo_ends_with_the_pr_completed_in_prod() {
+        let kubeconfig = promotion_testenv::shared_kubeconfig().expect("a control plane");
+        super::run(&crate::workspace_root(), &kubeconfig).expect("the demo");
+    }
+}

@@ -93,7 +93,12 @@ impl World {
             apply_secret(&client, CONTROLLER_NAMESPACE, &name, data).await?;
         }
         let config = write_config(&standins, &opts.namespace, &opts.dir)?;
-        let syncer = promotion_standins::argo::spawn_syncer(client.clone(), opts.sync_delay);
+        // Only our namespace: tests sharing the control plane keep their Applications as they set them.
+        let syncer = promotion_standins::argo::spawn_namespaced_syncer(
+            client.clone(),
+            ARGOCD_NAMESPACE,
+            opts.sync_delay,
+        );
         Ok(Self {
             client,
             standins,
