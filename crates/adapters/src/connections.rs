@@ -3,32 +3,11 @@
 //! Debug output, logs or errors.
 
 use promotion_core::ports::RunState;
+pub use promotion_core::secret::SecretString;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 use url::Url;
-
-/// A secret value: Debug shows `<redacted>`, and there is no Display.
-#[derive(Clone, PartialEq, Eq)]
-pub struct SecretString(String);
-
-impl SecretString {
-    /// Wraps a secret.
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The secret itself, only for putting it on the wire.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for SecretString {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
 
 /// Which kind of system a connection reaches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

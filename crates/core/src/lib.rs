@@ -12,6 +12,7 @@ pub mod policy_cache;
 pub mod ports;
 pub mod promotion;
 pub mod records;
+pub mod secret;
 pub mod selector;
 pub mod trigger;
 pub mod variables;

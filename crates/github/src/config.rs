@@ -6,6 +6,7 @@
 //! GitHub App, `app-id`, `installation-id` and `private-key` (PEM).
 
 use jsonwebtoken::EncodingKey;
+pub use promotion_core::secret::SecretString;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
@@ -13,34 +14,6 @@ use url::Url;
 
 /// The GitHub.com API; GitHub Enterprise Server is `https://HOST/api/v3`.
 pub const GITHUB_API: &str = "https://api.github.com";
-
-/// A secret value: Debug shows `<redacted>`, and there is no Display.
-#[derive(Clone, PartialEq, Eq)]
-pub struct SecretString(String);
-
-impl SecretString {
-    /// Wraps a secret.
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The secret itself, only for putting it on the wire.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for SecretString {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for SecretString {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        <String as serde::Deserialize>::deserialize(d).map(Self::new)
-    }
-}
 
 /// Why a connection could not be configured. Never carries a secret value.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
