@@ -73,10 +73,17 @@ fn workspace_root() -> PathBuf {
 }
 
 fn crdgen(check: bool) -> Result<()> {
-    let dir = workspace_root().join("deploy/crds");
-    std::fs::create_dir_all(&dir)?;
+    // Helm installs CRDs only from the chart's own crds/ folder, so it gets a copy.
+    let dirs = [
+        workspace_root().join("deploy/crds"),
+        workspace_root().join("deploy/helm/promotion-controller/crds"),
+    ];
     let mut stale = Vec::new();
-    for crd in promotion_api::crds() {
+    for (dir, crd) in dirs
+        .iter()
+        .flat_map(|d| promotion_api::crds().into_iter().map(move |c| (d, c)))
+    {
+        std::fs::create_dir_all(dir)?;
         let name = crd.metadata.name.clone().context("CRD without a name")?;
         let path = dir.join(format!("{name}.yaml"));
         let yaml = promotion_api::crd_yaml(&crd)?;

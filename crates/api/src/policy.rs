@@ -29,11 +29,7 @@ use std::collections::BTreeMap;
         type_ = "string",
         json_path = ".spec.targetEnvironment"
     ),
-    printcolumn(
-        name = "Tests",
-        type_ = "string",
-        json_path = ".spec.externalTests[*].name"
-    ),
+    printcolumn(name = "Tests", type_ = "string", json_path = ".status.tests"),
     printcolumn(
         name = "Auto-Promote",
         type_ = "boolean",
@@ -170,6 +166,10 @@ pub struct PromotionPolicyStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+    /// The gate tests by name, optional ones marked, for `kubectl get pp` (a
+    /// printer column shows only the first match of a list path).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tests: Option<String>,
 }
 
 fn default_true() -> bool {

@@ -156,7 +156,9 @@ async fn update_status(
             g,
         ),
     }
+    let tests = tests_summary(obj);
     let same = current.observed_generation == g
+        && current.tests.as_deref() == Some(tests.as_str())
         && conds.len() == current.conditions.len()
         && conds.iter().zip(&current.conditions).all(|(a, b)| {
             a.type_ == b.type_
@@ -169,7 +171,7 @@ async fn update_status(
         return;
     }
     let api: Api<PromotionPolicy> = Api::namespaced(client.clone(), &policy.namespace);
-    let patch = serde_json::json!({"status": {"observedGeneration": g, "conditions": conds}});
+    let patch = serde_json::json!({"status": {"observedGeneration": g, "conditions": conds, "tests": tests}});
     let params = PatchParams {
         field_manager: Some(FIELD_MANAGER.into()),
         ..PatchParams::default()
@@ -180,4 +182,21 @@ async fn update_status(
     {
         tracing::warn!(policy = %policy.name, error = %e, "could not update the policy's status");
     }
+}
+
+/// "smoke, e2e, perf (optional)": every gate test of the policy on one line.
+fn tests_summary(obj: &PromotionPolicy) -> String {
+    let names: Vec<String> = obj
+        .spec
+        .external_tests
+        .iter()
+        .map(|t| {
+            if t.required {
+                t.name.clone()
+            } else {
+                format!("{} (optional)", t.name)
+            }
+        })
+        .collect();
+    names.join(", ")
 }

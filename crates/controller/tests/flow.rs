@@ -105,6 +105,7 @@ async fn dev_to_staging_to_prod_all_passing() {
         let p = h.policies().get(name).await.expect("policy");
         let st = p.status.expect("policy status");
         assert_eq!(st.observed_generation, Some(1));
+        assert_eq!(st.tests.as_deref(), Some("smoke, e2e"), "the Tests column");
         let valid = st
             .conditions
             .iter()
@@ -195,6 +196,11 @@ async fn an_optional_failure_is_recorded_and_does_not_block() {
         .expect("load recorded");
     assert_eq!((load.state, load.required), (TestState::Failed, false));
     h.wait_event("pr-42", "OptionalTestsFailed").await;
+    let policy = h.policies().get("dev-to-staging").await.expect("policy");
+    assert_eq!(
+        policy.status.and_then(|s| s.tests).as_deref(),
+        Some("smoke, load (optional)")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
