@@ -16,8 +16,8 @@ struct Probes {
     ready: Arc<AtomicBool>,
 }
 
-/// The probe and metrics routes. Ready once the caches are synced (and, with
-/// leader election, also while standing by: a standby replica is healthy).
+/// The probe and metrics routes. Ready once this replica leads and its caches are
+/// synced; a standby is healthy but not ready (hence the Recreate strategy in deploy/).
 pub fn router(metrics: Arc<Metrics>, ready: Arc<AtomicBool>) -> Router {
     Router::new()
         .route("/metrics", get(render))

@@ -439,6 +439,7 @@ watchNamespace: team-a
 leaderElection: false
 logFormat: text
 pollInterval: 30s
+maxConcurrentReconciles: 8
 config:
   connections:
     - {{name: gitlab, kind: gitlab, url: "https://gitlab.example.com", default: true, secretRef: {{name: gitlab-ci}}}}
@@ -496,6 +497,7 @@ affinity:
     assert_eq!(env["PROMOTION_LEADER_ELECTION"], "false");
     assert_eq!(env["PROMOTION_LOG_FORMAT"], "text");
     assert_eq!(env["PROMOTION_POLL_INTERVAL"], "30s");
+    assert_eq!(env["PROMOTION_MAX_CONCURRENT_RECONCILES"], "8");
     let service = find(&objects, "Service");
     assert_eq!(service["spec"]["type"], "NodePort");
     assert_eq!(service["spec"]["ports"][0]["port"], 18080);
