@@ -185,7 +185,8 @@ async fn one_run(
             .await?;
     }
 
-    let log = dir.join(format!("{ns}-controller.log"));
+    // Keyed by N too, so a 1,000 run does not overwrite the 10,000 run it follows.
+    let log = dir.join(format!("{ns}-{n}-controller.log"));
     let mut extra = vec!["--namespace".to_string(), ns.to_string()];
     extra.extend(args.controller_flag.iter().cloned());
     let mut controller = ControllerProcess::spawn(
@@ -231,7 +232,7 @@ async fn one_run(
     let (peak_rss_kb, cpu_seconds) = process::usage(pid)?;
     // Kept for reading the controller's own view (reconciles by result, its pass-to-promotion histogram).
     let metrics = controller.metrics().await.unwrap_or_default();
-    std::fs::write(dir.join(format!("{ns}-metrics.txt")), metrics)?;
+    std::fs::write(dir.join(format!("{ns}-{n}-metrics.txt")), metrics)?;
     {
         let mut sorted = latencies.clone();
         sorted.sort();
