@@ -95,6 +95,14 @@ impl FakeCi {
         lock(&self.scripts).insert(job.to_string(), script);
     }
 
+    /// Ends the runs of `job` already started with `state`, as a CI system does
+    /// when its build finishes: a test decides when, not the number of polls.
+    pub fn finish(&self, job: &str, state: RunState) {
+        for run in lock(&self.runs).values_mut().filter(|r| r.job == job) {
+            run.script = Script::After(0, state);
+        }
+    }
+
     /// How many times `job` was triggered.
     pub fn triggered(&self, job: &str) -> usize {
         lock(&self.triggers).iter().filter(|j| *j == job).count()
