@@ -171,12 +171,49 @@ pub struct TestRun {
     /// When the run was (last) triggered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<Time>,
+    /// When the test was first triggered in this gate; its timeout runs from here and a re-arm never resets it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_triggered_at: Option<Time>,
+    /// Every trigger sent for this test in this gate, oldest first; more than one means it was re-armed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub attempts: Vec<TriggerAttempt>,
+    /// The CI system asked to be left alone until then (Retry-After, rate-limit reset): no poll or trigger before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<Time>,
     /// When the run reached a final state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<Time>,
     /// Why the run is in its state, for humans.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+}
+
+/// One trigger of a gate test, kept so that a restart knows what was sent and when it was answered.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TriggerAttempt {
+    /// When the intent to trigger was saved (before the request left).
+    pub armed_at: Time,
+    /// When the CI system answered (or the request failed); absent if the process stopped before that.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answered_at: Option<Time>,
+    /// What the answer said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<TriggerOutcome>,
+}
+
+/// How a trigger request ended.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum TriggerOutcome {
+    /// The CI system started the run and named it.
+    Started,
+    /// The request may have started a run (timeout, reset, 5xx after sending): look before sending again.
+    Ambiguous,
+    /// The CI system refused it before starting anything (rate limit, unreachable): safe to send again.
+    NotSent,
+    /// The CI system refused it for good (unknown job, bad credentials).
+    Refused,
 }
 
 /// The states of a gate test run.

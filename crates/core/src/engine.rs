@@ -6,7 +6,7 @@
 //! once. Any call may be the first after a crash.
 
 use crate::conditions::{self, types};
-use crate::monitor::{TestMonitor, Verdict, aggregate, apply_timeouts};
+use crate::monitor::{TestMonitor, Verdict, aggregate, apply_timeouts, next_check};
 use crate::policy_cache::{CachedPolicy, LookupError, PolicyCache};
 use crate::ports::{
     ArgoCdClient, CommitState, CommitStatus, DomainEvent, EventRecorder, EventType, GitHubClient,
@@ -47,8 +47,10 @@ pub struct Ports {
 pub struct EngineConfig {
     /// How often to look at running tests and syncing applications.
     pub poll_interval: Duration,
-    /// How long a maybe-triggered run may stay unknown to its CI system before it is triggered again.
+    /// How long a maybe-triggered run may stay unknown to its CI system, after the trigger's answer, before it is triggered again.
     pub adoption_grace: Duration,
+    /// How many times a run the CI system never showed may be triggered again before it fails.
+    pub max_rearms: usize,
     /// Who promotes when no person approved.
     pub controller_name: String,
 }
@@ -58,6 +60,7 @@ impl Default for EngineConfig {
         Self {
             poll_interval: Duration::from_secs(10),
             adoption_grace: Duration::from_secs(30),
+            max_rearms: 1,
             controller_name: "promotion-controller".into(),
         }
     }
@@ -460,6 +463,7 @@ impl Engine {
         let vars = s.vars(&policy);
         let before = s.status.test_runs.clone();
         TriggerManager::new(self.ports.runner.as_ref(), self.config.adoption_grace)
+            .with_max_rearms(self.config.max_rearms)
             .trigger(&mut s.status.test_runs, &names, &policy.spec, &vars)
             .await;
         s.save().await?;
@@ -506,7 +510,8 @@ impl Engine {
             Err(e) => return self.policy_problem(s, e).await,
         };
         let vars = s.vars(&policy);
-        let triggers = TriggerManager::new(self.ports.runner.as_ref(), self.config.adoption_grace);
+        let triggers = TriggerManager::new(self.ports.runner.as_ref(), self.config.adoption_grace)
+            .with_max_rearms(self.config.max_rearms);
         let before = s.status.test_runs.clone();
         let adoption = triggers
             .adopt_or_rearm(&mut s.status.test_runs, &policy.spec, &vars)
@@ -558,9 +563,8 @@ impl Engine {
                 if changed {
                     s.save().await?;
                 }
-                let wait = adoption.wait.map_or(self.config.poll_interval, |w| {
-                    w.min(self.config.poll_interval)
-                });
+                let polls = next_check(&s.status.test_runs, self.config.poll_interval);
+                let wait = adoption.wait.map_or(polls, |w| w.min(polls));
                 Ok(Next::Wait(Some(wait)))
             }
             Verdict::AnyFailed(reasons) => self.fail(s, "TestsFailed", reasons).await,

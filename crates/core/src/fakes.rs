@@ -4,7 +4,8 @@
 use crate::ports::*;
 use async_trait::async_trait;
 use promotion_api::{ApplicationRef, PullRequestTrackerStatus};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::Notify;
 
@@ -69,16 +70,61 @@ struct FakeRun {
     polls: u32,
     script: Script,
     cancelled: bool,
+    created: Instant,
+}
+
+/// How the CI system's API misbehaves, beyond what each job's script says.
+#[derive(Clone, Debug, Default)]
+pub struct CiFaults {
+    /// Every trigger takes this long to answer (the run is created at once).
+    pub trigger_delay: Duration,
+    /// A run shows up in `find` only this long after it was created (`None`: never).
+    pub find_lag: Option<Duration>,
+    /// Answers to the next status calls, in order, before the real answer.
+    pub status_errors: VecDeque<PortError>,
+    /// Answers to the next trigger calls, in order, before anything is started.
+    pub trigger_errors: VecDeque<PortError>,
+}
+
+/// Every call the fake CI system received, repeated ones included.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CiCalls {
+    /// Trigger calls (refused ones included).
+    pub trigger: usize,
+    /// Status calls.
+    pub status: usize,
+    /// Find calls.
+    pub find: usize,
+    /// Cancel calls.
+    pub cancel: usize,
 }
 
 /// A CI system: every job follows its script.
-#[derive(Default)]
 pub struct FakeCi {
     scripts: Mutex<HashMap<String, Script>>,
     runs: Mutex<BTreeMap<u64, FakeRun>>,
     triggers: Mutex<Vec<String>>,
+    calls: Mutex<CiCalls>,
+    /// How the API misbehaves; tests change it at any time.
+    pub faults: Mutex<CiFaults>,
     /// Crash points, shared with the other fakes of a test.
     pub crashes: Arc<Crashes>,
+}
+
+impl Default for FakeCi {
+    fn default() -> Self {
+        Self {
+            scripts: Mutex::default(),
+            runs: Mutex::default(),
+            triggers: Mutex::default(),
+            calls: Mutex::default(),
+            faults: Mutex::new(CiFaults {
+                find_lag: Some(Duration::ZERO),
+                ..CiFaults::default()
+            }),
+            crashes: Arc::default(),
+        }
+    }
 }
 
 impl FakeCi {
@@ -101,6 +147,11 @@ impl FakeCi {
         for run in lock(&self.runs).values_mut().filter(|r| r.job == job) {
             run.script = Script::After(0, state);
         }
+    }
+
+    /// Every call received so far.
+    pub fn calls(&self) -> CiCalls {
+        lock(&self.calls).clone()
     }
 
     /// How many times `job` was triggered.
@@ -135,6 +186,14 @@ impl FakeCi {
 #[async_trait]
 impl TestRunner for FakeCi {
     async fn trigger(&self, req: &TriggerRequest) -> Result<RunHandle, PortError> {
+        lock(&self.calls).trigger += 1;
+        let (delay, refused) = {
+            let mut f = lock(&self.faults);
+            (f.trigger_delay, f.trigger_errors.pop_front())
+        };
+        if let Some(e) = refused {
+            return Err(e);
+        }
         let script = lock(&self.scripts)
             .get(&req.job)
             .cloned()
@@ -157,11 +216,15 @@ impl TestRunner for FakeCi {
                     polls: 0,
                     script,
                     cancelled: false,
+                    created: Instant::now(),
                 },
             );
             id
         };
         lock(&self.triggers).push(req.job.clone());
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         if lost {
             return Err(PortError::ambiguous("timed out waiting for the answer"));
         }
@@ -175,6 +238,10 @@ impl TestRunner for FakeCi {
     }
 
     async fn status(&self, run: &RunRef) -> Result<RunStatus, PortError> {
+        lock(&self.calls).status += 1;
+        if let Some(e) = lock(&self.faults).status_errors.pop_front() {
+            return Err(e);
+        }
         let id: u64 = run
             .run_id
             .parse()
@@ -203,8 +270,11 @@ impl TestRunner for FakeCi {
     }
 
     async fn find(&self, req: &TriggerRequest) -> Result<Option<RunHandle>, PortError> {
+        lock(&self.calls).find += 1;
+        let lag = lock(&self.faults).find_lag;
         Ok(lock(&self.runs)
             .iter()
+            .filter(|(_, r)| lag.is_some_and(|l| r.created.elapsed() >= l))
             .find(|(_, r)| r.correlation_id == req.correlation_id)
             .map(|(id, r)| RunHandle {
                 run_id: id.to_string(),
@@ -213,6 +283,7 @@ impl TestRunner for FakeCi {
     }
 
     async fn cancel(&self, run: &RunRef) -> Result<(), PortError> {
+        lock(&self.calls).cancel += 1;
         if let Ok(id) = run.run_id.parse::<u64>()
             && let Some(r) = lock(&self.runs).get_mut(&id)
         {
@@ -227,6 +298,7 @@ impl TestRunner for FakeCi {
 pub struct FakeArgo {
     apps: Mutex<HashMap<String, (String, bool)>>,
     promotions: Mutex<Vec<(String, String)>>,
+    promote_calls: Mutex<usize>,
     /// When set, promoted applications stay OutOfSync until `sync` is called.
     pub manual_sync: Mutex<bool>,
     /// Crash points, shared with the other fakes of a test.
@@ -252,6 +324,11 @@ impl FakeArgo {
         if let Some(a) = lock(&self.apps).get_mut(app) {
             a.1 = true;
         }
+    }
+
+    /// How many promote calls were made, repeated and no-op ones included.
+    pub fn promote_calls(&self) -> usize {
+        *lock(&self.promote_calls)
     }
 
     /// Every promotion that changed an application: (application, revision).
@@ -289,6 +366,7 @@ impl ArgoCdClient for FakeArgo {
     }
 
     async fn promote(&self, app: &ApplicationRef, req: &PromotionRequest) -> Result<(), PortError> {
+        *lock(&self.promote_calls) += 1;
         let manual = *lock(&self.manual_sync);
         {
             let mut apps = lock(&self.apps);
@@ -376,13 +454,22 @@ impl GitHubClient for FakeGitHub {
 pub struct MemoryStore {
     /// The last saved status.
     pub status: Mutex<Option<PullRequestTrackerStatus>>,
-    /// How many saves were made.
+    /// How many saves were made (refused ones not included).
     pub saves: Mutex<usize>,
+    /// Answers to the next saves, in order: `true` refuses that save with a 409 Conflict,
+    /// as the API server does when someone else wrote the tracker first.
+    pub conflicts: Mutex<VecDeque<bool>>,
+    /// How many saves were refused with a conflict.
+    pub refused: Mutex<usize>,
 }
 
 #[async_trait]
 impl TrackerStore for MemoryStore {
     async fn save(&self, status: &PullRequestTrackerStatus) -> Result<(), StoreError> {
+        if lock(&self.conflicts).pop_front() == Some(true) {
+            *lock(&self.refused) += 1;
+            return Err(StoreError::Conflict);
+        }
         *lock(&self.status) = Some(status.clone());
         *lock(&self.saves) += 1;
         Ok(())

@@ -3,7 +3,8 @@
 use crate::policy::parse_duration;
 use crate::ports::{ErrorKind, RunRef, TestRunner};
 use crate::records::{is_final, test_runs_to_status};
-use crate::trigger::age;
+use crate::trigger::{after, age, until};
+use std::time::Duration;
 use futures::future::join_all;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -60,7 +61,7 @@ impl<'a> TestMonitor<'a> {
         let calls = runs
             .iter()
             .enumerate()
-            .filter(|(_, r)| !is_final(r.state))
+            .filter(|(_, r)| !is_final(r.state) && until(r.not_before.as_ref()).is_zero())
             .filter_map(|(i, r)| {
                 let rr = run_ref(r)?;
                 Some(async move { (i, self.runner.status(&rr).await) })
@@ -69,7 +70,10 @@ impl<'a> TestMonitor<'a> {
         for (i, result) in join_all(calls).await {
             let run = &mut runs[i];
             match result {
-                Ok(status) => changed |= test_runs_to_status(run, &status),
+                Ok(status) => {
+                    changed |= run.not_before.take().is_some();
+                    changed |= test_runs_to_status(run, &status);
+                }
                 Err(e) if e.kind == ErrorKind::Permanent => {
                     run.state = TestState::Failed;
                     run.message = Some(format!("cannot follow the run: {e}"));
@@ -77,7 +81,12 @@ impl<'a> TestMonitor<'a> {
                     changed = true;
                 }
                 Err(e) => {
-                    // Transient: keep the state, say why it is stale, retry at the next poll.
+                    // Transient: keep the state, say why it is stale, retry at the next poll
+                    // or when the CI system asked us to.
+                    if let Some(d) = e.retry_after {
+                        run.not_before = Some(after(d));
+                        changed = true;
+                    }
                     let msg = format!("{STATUS_UNAVAILABLE}: {e}");
                     if run.message.as_deref() != Some(msg.as_str()) {
                         run.message = Some(msg);
@@ -118,6 +127,20 @@ impl<'a> TestMonitor<'a> {
     }
 }
 
+/// When to look at the gate's runs again: after `poll`, or later for runs the CI
+/// system asked to leave alone longer (Retry-After), but never later than the
+/// first run that may be polled.
+pub fn next_check(runs: &[TestRun], poll: Duration) -> Duration {
+    runs.iter()
+        .filter(|r| !is_final(r.state))
+        .map(|r| match until(r.not_before.as_ref()) {
+            d if d.is_zero() => poll,
+            d => d,
+        })
+        .min()
+        .unwrap_or(poll)
+}
+
 /// Marks runs past their own timeout, or all unfinished runs past the gate's, TimedOut.
 /// Returns whether anything changed.
 pub fn apply_timeouts(
@@ -139,7 +162,8 @@ pub fn apply_timeouts(
             .and_then(|t| t.timeout.as_deref())
             .and_then(|t| parse_duration(t).ok());
         let why = match limit {
-            Some(l) if age(run.started_at.as_ref()) >= l => Some(format!(
+            // From the first trigger: a re-arm must not buy a run more time.
+            Some(l) if age(run.first_triggered_at.as_ref().or(run.started_at.as_ref())) >= l => Some(format!(
                 "did not finish within its timeout of {}",
                 humantime::format_duration(l)
             )),
@@ -222,6 +246,9 @@ mod tests {
             state,
             required,
             started_at: Some(Time(Timestamp::now())),
+            first_triggered_at: None,
+            attempts: vec![],
+            not_before: None,
             finished_at: None,
             message: None,
         }

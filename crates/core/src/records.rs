@@ -88,6 +88,9 @@ mod tests {
             state,
             required,
             started_at: None,
+            first_triggered_at: None,
+            attempts: vec![],
+            not_before: None,
             finished_at: None,
             message: None,
         }

@@ -1,24 +1,34 @@
 //! TriggerManager: starts a gate's tests in parallel, exactly once.
 //!
-//! The protocol: a test's intent (correlation id, startedAt) is saved in status
-//! before its trigger is sent. A run found in status without a run id was
-//! maybe-triggered by an earlier reconcile (a crash, an ambiguous error): it is
-//! looked up with `find` and adopted; only when the CI system still does not know
-//! it after a grace period is it armed again (a new startedAt, saved first).
+//! The protocol: a test's intent (correlation id, an armed attempt) is saved in
+//! status before its trigger is sent, and the trigger's answer (with its time) is
+//! saved after. A run found in status without a run id was maybe-triggered by an
+//! earlier reconcile (a crash, an ambiguous error): it is looked up with `find`
+//! and adopted. Only when the CI system still does not know it a grace period
+//! after the trigger was answered (or, when no answer was saved, after it was
+//! armed) is it armed again, at most `max_rearms` times; then the run fails with
+//! the reason instead of being started forever. A trigger the CI system refused
+//! before starting anything (a rate limit) is sent again when it asks, without a
+//! search and without counting as a re-arm.
 
-use crate::ports::{ErrorKind, RunHandle, TestRunner, TriggerRequest};
+use crate::ports::{ErrorKind, PortError, RunHandle, TestRunner, TriggerRequest};
 use crate::records::is_final;
 use crate::variables::{VariableError, Variables};
 use futures::future::join_all;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use promotion_api::{ExternalTest, PromotionPolicySpec, TestRun, TestState};
+use promotion_api::{
+    ExternalTest, PromotionPolicySpec, TestRun, TestState, TriggerAttempt, TriggerOutcome,
+};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// The parameter, input or variable that carries the correlation id to the CI system.
 pub const CORRELATION_PARAMETER: &str = "PROMOTION_CORRELATION_ID";
+
+/// How long to wait before sending again a trigger refused without a Retry-After.
+const NOT_SENT_BACKOFF: Duration = Duration::from_secs(5);
 
 /// A stable, short id for one test of one gate attempt of one tracker at one SHA.
 pub fn correlation_id(
@@ -61,10 +71,21 @@ pub fn plan(policy: &PromotionPolicySpec, ids: impl Fn(&str) -> String) -> Vec<T
             state: TestState::Pending,
             required: t.required,
             started_at: Some(now.clone()),
+            first_triggered_at: Some(now.clone()),
+            attempts: vec![armed(now.clone())],
+            not_before: None,
             finished_at: None,
             message: None,
         })
         .collect()
+}
+
+fn armed(at: Time) -> TriggerAttempt {
+    TriggerAttempt {
+        armed_at: at,
+        answered_at: None,
+        outcome: None,
+    }
 }
 
 /// The trigger request of `test`, variables substituted, correlation id added.
@@ -104,20 +125,65 @@ pub struct Adoption {
     pub wait: Option<Duration>,
 }
 
+impl Adoption {
+    fn wait_at_most(&mut self, d: Duration) {
+        self.wait = Some(self.wait.map_or(d, |w| w.min(d)));
+    }
+}
+
+/// The last attempt of a run; a run saved before attempts were kept counts as one armed at startedAt.
+fn last_attempt(run: &TestRun) -> Option<TriggerAttempt> {
+    run.attempts
+        .last()
+        .cloned()
+        .or_else(|| run.started_at.clone().map(armed))
+}
+
+/// How many times the run was sent again after an unanswered or ambiguous trigger.
+pub fn rearms(run: &TestRun) -> usize {
+    run.attempts.len().saturating_sub(1)
+}
+
+/// How long until `t`; zero when it is past or unknown.
+pub fn until(t: Option<&Time>) -> Duration {
+    t.map(|t| t.0.duration_since(Timestamp::now()))
+        .and_then(|d| Duration::try_from(d).ok())
+        .unwrap_or(Duration::ZERO)
+}
+
+/// `now + d` as a status time.
+pub fn after(d: Duration) -> Time {
+    let now = Timestamp::now();
+    Time(now.saturating_add(d).unwrap_or(now))
+}
+
 /// Starts, adopts and re-arms gate tests through a [`TestRunner`].
 pub struct TriggerManager<'a> {
     runner: &'a dyn TestRunner,
     grace: Duration,
+    max_rearms: usize,
 }
 
 impl<'a> TriggerManager<'a> {
-    /// A manager that waits `grace` for a maybe-triggered run to show up before arming it again.
+    /// A manager that waits `grace` after a trigger's answer for a maybe-started run to
+    /// show up before arming it again, once.
     pub fn new(runner: &'a dyn TestRunner, grace: Duration) -> Self {
-        Self { runner, grace }
+        Self {
+            runner,
+            grace,
+            max_rearms: 1,
+        }
+    }
+
+    /// How many times a run the CI system does not know may be sent again (0: never).
+    pub fn with_max_rearms(mut self, max_rearms: usize) -> Self {
+        self.max_rearms = max_rearms;
+        self
     }
 
     /// For runs left without a run id by an earlier reconcile: adopt what the CI system
-    /// knows, re-arm what it still does not know after the grace period.
+    /// knows, re-arm what it still does not know after the grace period, send again
+    /// what was never sent, and fail what stayed unknown after every re-arm.
     pub async fn adopt_or_rearm(
         &self,
         runs: &mut [TestRun],
@@ -125,19 +191,41 @@ impl<'a> TriggerManager<'a> {
         vars: &Variables,
     ) -> Adoption {
         let mut out = Adoption::default();
-        let orphans: Vec<usize> = (0..runs.len())
-            .filter(|&i| runs[i].run_id.is_none() && !is_final(runs[i].state))
-            .collect();
+        let mut orphans = Vec::new();
+        for (i, run) in runs.iter_mut().enumerate() {
+            if run.run_id.is_some() || is_final(run.state) {
+                continue;
+            }
+            let wait = until(run.not_before.as_ref());
+            if !wait.is_zero() {
+                out.wait_at_most(wait);
+                continue;
+            }
+            let last = last_attempt(run);
+            if last.as_ref().and_then(|a| a.outcome) == Some(TriggerOutcome::NotSent) {
+                // Nothing started: send again, in place of the refused attempt.
+                let now = Time(Timestamp::now());
+                if let Some(a) = run.attempts.last_mut() {
+                    *a = armed(now.clone());
+                }
+                run.started_at = Some(now);
+                run.not_before = None;
+                out.armed.push(run.name.clone());
+                out.changed = true;
+                continue;
+            }
+            orphans.push(i);
+        }
         let lookups = orphans.iter().map(|&i| {
             let run = &runs[i];
             let test = policy.external_tests.iter().find(|t| t.name == run.name);
             async move {
                 let Some(test) = test else {
-                    return (i, Err("the test is no longer in the policy".to_string()));
+                    return (i, Err(PortError::permanent("the test is no longer in the policy")));
                 };
                 match request_for(test, run, vars) {
-                    Ok(req) => (i, self.runner.find(&req).await.map_err(|e| e.to_string())),
-                    Err(e) => (i, Err(e.to_string())),
+                    Ok(req) => (i, self.runner.find(&req).await),
+                    Err(e) => (i, Err(PortError::permanent(e.to_string()))),
                 }
             }
         });
@@ -148,20 +236,14 @@ impl<'a> TriggerManager<'a> {
                     adopt(run, handle);
                     out.changed = true;
                 }
-                Ok(None) => {
-                    let age = age(run.started_at.as_ref());
-                    if age >= self.grace {
-                        run.started_at = Some(Time(Timestamp::now()));
-                        run.message = Some("not found in the CI system; triggering again".into());
-                        out.armed.push(run.name.clone());
-                        out.changed = true;
-                    } else {
-                        let left = self.grace - age;
-                        out.wait = Some(out.wait.map_or(left, |w| w.min(left)));
-                    }
-                }
+                Ok(None) => self.absent(run, &mut out),
                 Err(e) => {
                     let msg = format!("looking for the run: {e}");
+                    if let Some(d) = e.retry_after {
+                        run.not_before = Some(after(d));
+                        out.wait_at_most(d);
+                        out.changed = true;
+                    }
                     if run.message.as_deref() != Some(msg.as_str()) {
                         run.message = Some(msg);
                         out.changed = true;
@@ -172,8 +254,56 @@ impl<'a> TriggerManager<'a> {
         out
     }
 
+    /// The CI system does not know the run: wait out the grace from the trigger's
+    /// answer, then send it again while re-arms are left, else fail it.
+    fn absent(&self, run: &mut TestRun, out: &mut Adoption) {
+        let Some(last) = last_attempt(run) else {
+            // Never armed (cannot happen with `plan`): arm it now.
+            run.attempts.push(armed(Time(Timestamp::now())));
+            out.armed.push(run.name.clone());
+            out.changed = true;
+            return;
+        };
+        let since = last.answered_at.as_ref().unwrap_or(&last.armed_at);
+        let age = age(Some(since));
+        if age < self.grace {
+            out.wait_at_most(self.grace - age);
+            return;
+        }
+        let used = rearms(run);
+        if used >= self.max_rearms {
+            let sent = used + 1;
+            run.state = TestState::Failed;
+            run.finished_at = Some(Time(Timestamp::now()));
+            run.message = Some(format!(
+                "triggered {sent} time{} but the CI system never showed a run with correlation id {}; \
+                 check that the job passes {CORRELATION_PARAMETER} through (a workflow shows it in its run-name)",
+                if sent == 1 { "" } else { "s" },
+                run.correlation_id.as_deref().unwrap_or("(none)")
+            ));
+            out.changed = true;
+            return;
+        }
+        let now = Time(Timestamp::now());
+        if run.attempts.is_empty() {
+            run.attempts.push(last);
+        }
+        run.attempts.push(armed(now.clone()));
+        run.started_at = Some(now);
+        run.message = Some(format!(
+            "not found in the CI system {}s after the trigger; triggering again (re-arm {} of {})",
+            age.as_secs(),
+            used + 1,
+            self.max_rearms
+        ));
+        out.armed.push(run.name.clone());
+        out.changed = true;
+    }
+
     /// Triggers the named runs in parallel. A run that started keeps its id; a
-    /// refused trigger fails the run; an ambiguous one is left for `adopt_or_rearm`.
+    /// refused trigger fails the run; one that was not sent is sent again when the
+    /// CI system asks; an ambiguous one is left for `adopt_or_rearm`. Each answer is
+    /// stamped on the run's last attempt, so the grace runs from the answer.
     pub async fn trigger(
         &self,
         runs: &mut [TestRun],
@@ -191,39 +321,56 @@ impl<'a> TriggerManager<'a> {
                     let Some(test) = test else {
                         return (
                             i,
-                            Err((
-                                ErrorKind::Permanent,
-                                "the test is no longer in the policy".to_string(),
-                            )),
+                            Err(PortError::permanent("the test is no longer in the policy")),
                         );
                     };
                     let req = match request_for(test, run, vars) {
                         Ok(r) => r,
-                        Err(e) => return (i, Err((ErrorKind::Permanent, e.to_string()))),
+                        Err(e) => return (i, Err(PortError::permanent(e.to_string()))),
                     };
-                    (
-                        i,
-                        self.runner
-                            .trigger(&req)
-                            .await
-                            .map_err(|e| (e.kind, e.message)),
-                    )
+                    (i, self.runner.trigger(&req).await)
                 }
             });
         for (i, result) in join_all(calls).await {
             let run = &mut runs[i];
-            match result {
-                Ok(handle) => adopt(run, handle),
-                Err((ErrorKind::Permanent, msg)) => {
-                    run.state = TestState::Failed;
-                    run.message = Some(format!("could not start: {msg}"));
-                    run.finished_at = Some(Time(Timestamp::now()));
+            let outcome = match result {
+                Ok(handle) => {
+                    adopt(run, handle);
+                    TriggerOutcome::Started
                 }
-                Err((_, msg)) => {
-                    run.message = Some(format!(
-                        "trigger outcome unknown, will look for the run before retrying: {msg}"
-                    ));
-                }
+                Err(e) => match e.kind {
+                    ErrorKind::Permanent => {
+                        run.state = TestState::Failed;
+                        run.message = Some(format!("could not start: {}", e.message));
+                        run.finished_at = Some(Time(Timestamp::now()));
+                        TriggerOutcome::Refused
+                    }
+                    ErrorKind::Transient => {
+                        let wait = e.retry_after.unwrap_or(NOT_SENT_BACKOFF);
+                        run.not_before = Some(after(wait));
+                        run.message = Some(format!(
+                            "not started, sending again in {}s: {}",
+                            wait.as_secs(),
+                            e.message
+                        ));
+                        TriggerOutcome::NotSent
+                    }
+                    ErrorKind::Ambiguous => {
+                        run.message = Some(format!(
+                            "trigger outcome unknown, will look for the run before retrying: {}",
+                            e.message
+                        ));
+                        TriggerOutcome::Ambiguous
+                    }
+                },
+            };
+            let now = Time(Timestamp::now());
+            if run.attempts.is_empty() {
+                run.attempts.push(armed(now.clone()));
+            }
+            if let Some(a) = run.attempts.last_mut() {
+                a.answered_at = Some(now);
+                a.outcome = Some(outcome);
             }
         }
     }
@@ -235,6 +382,7 @@ fn adopt(run: &mut TestRun, handle: RunHandle) {
         run.url = handle.url;
     }
     run.message = None;
+    run.not_before = None;
 }
 
 /// How long ago `t` was; zero for the future or unknown.

@@ -1,0 +1,266 @@
+//! Exactly-once triggering when the CI system is slow, lags or rate-limits:
+//! the engine against in-memory fakes that fail the way real CI APIs do.
+
+use promotion_api::{Phase, PullRequestTracker, TestState, TriggerOutcome};
+use promotion_core::engine::{Engine, EngineConfig, Ports};
+use promotion_core::fakes::*;
+use promotion_core::policy_cache::{CachedPolicy, PolicyCache};
+use promotion_core::ports::PortError;
+use std::sync::Arc;
+use std::time::Duration;
+
+const SHA: &str = "3f2c9a1b7e4d5c6f8a9b0c1d2e3f4a5b6c7d8e9f";
+
+fn tracker() -> PullRequestTracker {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "promotion.io/v1alpha1", "kind": "PullRequestTracker",
+        "metadata": {"name": "shop-42", "namespace": "team", "uid": "u-1", "generation": 1},
+        "spec": {"repository": {"owner": "acme", "name": "shop"}, "number": 42, "headSha": SHA,
+                 "environment": "dev", "application": {"name": "shop-dev"}}
+    }))
+    .expect("tracker")
+}
+
+fn one_test_policy(job: &str, timeout: Option<&str>) -> CachedPolicy {
+    let mut test = serde_json::json!({"name": "smoke", "provider": "jenkins", "job": job});
+    if let Some(t) = timeout {
+        test["timeout"] = t.into();
+    }
+    let spec = serde_json::from_value(serde_json::json!({
+        "sourceEnvironment": "dev", "targetEnvironment": "staging", "externalTests": [test],
+        "promotion": {"application": {"name": "shop-staging"}}
+    }))
+    .expect("policy");
+    CachedPolicy::new("team", "dev-to-staging", Some(1), spec)
+}
+
+struct World {
+    ci: Arc<FakeCi>,
+    engine: Engine,
+    policies: PolicyCache,
+    store: MemoryStore,
+    events: EventLog,
+}
+
+fn world(grace: Duration, max_rearms: usize) -> World {
+    let crashes = Arc::new(Crashes::default());
+    let ci = Arc::new(FakeCi::new(crashes.clone()));
+    let argo = Arc::new(FakeArgo::new(crashes.clone()));
+    let github = Arc::new(FakeGitHub::new(crashes));
+    argo.deploy("shop-dev", SHA);
+    let engine = Engine::new(
+        Ports {
+            runner: ci.clone(),
+            argo,
+            github,
+        },
+        EngineConfig {
+            poll_interval: Duration::from_millis(5),
+            adoption_grace: grace,
+            max_rearms,
+            ..EngineConfig::default()
+        },
+    );
+    World {
+        ci,
+        engine,
+        policies: PolicyCache::new(),
+        store: MemoryStore::default(),
+        events: EventLog::default(),
+    }
+}
+
+/// One reconcile with the last saved status, as the controller does; returns when to look again.
+async fn step(w: &World, t: &mut PullRequestTracker) -> Option<Duration> {
+    let after = w
+        .engine
+        .reconcile(t, &w.policies, &w.store, &w.events)
+        .await
+        .expect("reconcile");
+    t.status = w.store.status.lock().expect("lock").clone();
+    after
+}
+
+/// Reconciles, sleeping as the engine asks (bounded), until the gate left Testing.
+async fn until_gate_done(w: &World, t: &mut PullRequestTracker) {
+    for _ in 0..200 {
+        let after = step(w, t).await;
+        let phase = t.status.as_ref().and_then(|s| s.phase);
+        if !matches!(phase, Some(Phase::Testing) | Some(Phase::Synced) | None) {
+            return;
+        }
+        tokio::time::sleep(after.unwrap_or(Duration::from_millis(5))).await;
+    }
+}
+
+#[tokio::test]
+async fn a_slow_ambiguous_trigger_is_not_sent_again_before_the_grace_after_its_answer() {
+    // Issue #11 case 2: the trigger takes longer than the grace and its answer is lost;
+    // the CI system shows the run a little after the answer. Counting the grace from the
+    // saved plan re-armed it at once (two builds); counted from the answer, it is adopted.
+    let w = world(Duration::from_millis(400), 1);
+    w.ci.script("smoke", Script::LostAnswer);
+    {
+        let mut f = w.ci.faults.lock().expect("lock");
+        f.trigger_delay = Duration::from_millis(600);
+        f.find_lag = Some(Duration::from_millis(700));
+    }
+    w.policies.upsert(one_test_policy("smoke", None));
+    let mut t = tracker();
+    until_gate_done(&w, &mut t).await;
+    let st = t.status.expect("status");
+    assert_eq!(w.ci.triggered("smoke"), 1, "triggered twice: {:?}", st.test_runs);
+    assert_eq!(st.promotions.len(), 1, "promoted: {:?}", st.message);
+    let run = &st.promotions[0].test_runs[0];
+    assert_eq!(run.attempts.len(), 1);
+    assert_eq!(run.attempts[0].outcome, Some(TriggerOutcome::Ambiguous));
+    assert!(run.attempts[0].answered_at.is_some());
+}
+
+#[tokio::test]
+async fn a_run_find_never_sees_is_re_armed_once_then_fails_with_the_reason() {
+    // Issue #11 case 3: a workflow whose run-name lacks the correlation id can never be
+    // found; each re-arm used to start it again, forever. Now: one re-arm, then Failed.
+    let w = world(Duration::ZERO, 1);
+    w.ci.script("smoke", Script::LostAnswer);
+    w.ci.faults.lock().expect("lock").find_lag = None;
+    w.policies.upsert(one_test_policy("smoke", None));
+    let mut t = tracker();
+    until_gate_done(&w, &mut t).await;
+    let st = t.status.clone().expect("status");
+    assert_eq!(st.phase, Some(Phase::Failed), "{:?}", st.message);
+    assert_eq!(w.ci.triggered("smoke"), 2, "one trigger and one re-arm");
+    let run = &st.test_runs[0];
+    assert_eq!(run.state, TestState::Failed);
+    assert_eq!(run.attempts.len(), 2, "each attempt is recorded");
+    let msg = run.message.as_deref().unwrap_or_default();
+    assert!(msg.contains("triggered 2 times"), "{msg}");
+    assert!(msg.contains("PROMOTION_CORRELATION_ID"), "{msg}");
+    // More reconciles change nothing: the failure is final.
+    step(&w, &mut t).await;
+    assert_eq!(w.ci.triggered("smoke"), 2);
+}
+
+#[tokio::test]
+async fn re_arms_are_a_setting_and_zero_means_never() {
+    let w = world(Duration::ZERO, 0);
+    w.ci.script("smoke", Script::LostAnswer);
+    w.ci.faults.lock().expect("lock").find_lag = None;
+    w.policies.upsert(one_test_policy("smoke", None));
+    let mut t = tracker();
+    until_gate_done(&w, &mut t).await;
+    assert_eq!(w.ci.triggered("smoke"), 1);
+    assert_eq!(t.status.expect("status").phase, Some(Phase::Failed));
+}
+
+#[tokio::test]
+async fn a_re_arm_does_not_reset_the_tests_timeout() {
+    // Issue #11 case 3: the per-test timeout runs from the first trigger. The first
+    // trigger is lost and never found; the run is re-armed; it must still time out one
+    // timeout after the FIRST trigger.
+    let w = world(Duration::from_millis(300), 5);
+    w.ci.script("smoke", Script::LostAnswer);
+    w.ci.faults.lock().expect("lock").find_lag = None;
+    w.policies.upsert(one_test_policy("smoke", Some("1s")));
+    let mut t = tracker();
+    until_gate_done(&w, &mut t).await;
+    let st = t.status.expect("status");
+    let run = &st.test_runs[0];
+    assert_eq!(run.state, TestState::TimedOut, "{:?}", run.message);
+    assert!(run.attempts.len() >= 2, "re-armed at least once: {:?}", run.attempts);
+    let first = run.first_triggered_at.as_ref().expect("first trigger").0;
+    let last = run.attempts.last().expect("attempt").armed_at.0;
+    assert_eq!(first, run.attempts[0].armed_at.0, "the first trigger is kept");
+    assert!(last > first);
+    // Measured from the last re-arm, the 1s would not have run out yet.
+    let finished = run.finished_at.as_ref().expect("finished").0;
+    let from_last = finished.duration_since(last);
+    assert!(
+        from_last < k8s_openapi::jiff::SignedDuration::from_secs(1),
+        "timed out only {from_last:?} after the last re-arm, so not from it"
+    );
+}
+
+#[tokio::test]
+async fn retry_after_on_a_status_poll_sets_when_that_run_is_polled_next() {
+    // Issue #11 case 4: a 429 with Retry-After: 30 on a status poll used to be answered
+    // with another poll after poll-interval.
+    let w = world(Duration::ZERO, 1);
+    w.ci.script("smoke", Script::Hang);
+    w.policies.upsert(one_test_policy("smoke", None));
+    let mut t = tracker();
+    // Deploying -> Synced -> Testing: triggered, then polled once.
+    let mut after = None;
+    for _ in 0..5 {
+        after = step(&w, &mut t).await;
+        if w.ci.calls().status > 0 {
+            break;
+        }
+    }
+    assert_eq!(w.ci.calls().status, 1);
+    let mut limited = PortError::transient("429 Too Many Requests");
+    limited.retry_after = Some(Duration::from_secs(30));
+    w.ci.faults.lock().expect("lock").status_errors.push_back(limited);
+    tokio::time::sleep(after.unwrap_or_default()).await;
+    let after = step(&w, &mut t).await.expect("a requeue");
+    assert_eq!(w.ci.calls().status, 2);
+    assert!(
+        after >= Duration::from_secs(29),
+        "looks again after {after:?}, not after the Retry-After"
+    );
+    let run = &t.status.as_ref().expect("status").test_runs[0];
+    assert!(run.not_before.is_some());
+    // A wake before then (a callback, a watch event) does not poll that run.
+    step(&w, &mut t).await;
+    assert_eq!(w.ci.calls().status, 2, "polled before the Retry-After");
+}
+
+#[tokio::test]
+async fn a_rate_limited_trigger_is_sent_again_when_asked_without_a_search_or_a_re_arm() {
+    // A 429 on the trigger started nothing: it is sent again after Retry-After, not
+    // looked for and not counted against the re-arm bound.
+    let w = world(Duration::from_secs(3600), 0);
+    let mut limited = PortError::transient("429 Too Many Requests");
+    limited.retry_after = Some(Duration::from_millis(200));
+    w.ci.faults.lock().expect("lock").trigger_errors.push_back(limited);
+    w.policies.upsert(one_test_policy("smoke", None));
+    let mut t = tracker();
+    until_gate_done(&w, &mut t).await;
+    let st = t.status.expect("status");
+    assert_eq!(st.promotions.len(), 1, "promoted: {:?}", st.message);
+    assert_eq!(w.ci.calls().trigger, 2, "refused once, then started");
+    assert_eq!(w.ci.triggered("smoke"), 1, "one run started");
+    assert_eq!(w.ci.calls().find, 0, "nothing to look for");
+    let run = &st.promotions[0].test_runs[0];
+    assert_eq!(run.attempts.len(), 1, "a refused send is not a re-arm");
+    assert_eq!(run.attempts[0].outcome, Some(TriggerOutcome::Started));
+}
+
+#[tokio::test]
+async fn a_conflict_on_the_answer_save_never_triggers_twice() {
+    // The store refuses the save after the trigger (someone else wrote the tracker): the
+    // next reconcile sees the armed intent without a run id and must adopt, not resend.
+    let w = world(Duration::from_secs(3600), 1);
+    w.policies.upsert(one_test_policy("smoke", None));
+    // Saves: Deploying, Synced, plan (intent) go through; the answer save is refused.
+    w.store
+        .conflicts
+        .lock()
+        .expect("lock")
+        .extend([false, false, false, true]);
+    let mut t = tracker();
+    for _ in 0..10 {
+        let _ = w.engine.reconcile(&t, &w.policies, &w.store, &w.events).await;
+        t.status = w.store.status.lock().expect("lock").clone();
+        if t.status.as_ref().is_some_and(|s| !s.promotions.is_empty()) {
+            break;
+        }
+    }
+    assert_eq!(*w.store.refused.lock().expect("lock"), 1, "the conflict happened");
+    assert_eq!(w.ci.triggered("smoke"), 1);
+    assert_eq!(
+        t.status.expect("status").promotions.len(),
+        1,
+        "adopted and promoted"
+    );
+}
