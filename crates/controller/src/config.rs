@@ -40,6 +40,9 @@ pub struct Args {
         default_value_t = 32
     )]
     pub max_concurrent_reconciles: u16,
+    /// How many times a gate test the CI system never showed is triggered again before it fails.
+    #[arg(long, env = "PROMOTION_MAX_REARMS", default_value_t = 1)]
+    pub max_rearms: usize,
     /// Where /metrics, /healthz and /readyz listen.
     #[arg(long, env = "PROMOTION_PROBE_ADDRESS", default_value = "0.0.0.0:8080")]
     pub probe_address: SocketAddr,

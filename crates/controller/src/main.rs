@@ -6,7 +6,13 @@ use clap::Parser;
 use kube::Client;
 use promotion_controller::config::{Args, FileConfig};
 use promotion_controller::controller::{self, ControllerConfig, Hooks};
-use promotion_controller::leader::Leadership;
+use futures::StreamExt;
+use futures::channel::mpsc::UnboundedSender;
+use promotion_controller::controller::Wake;
+use promotion_controller::leader::{self, Leadership};
+use std::future::Future;
+use std::sync::Mutex;
+use std::sync::atomic::Ordering;
 use promotion_controller::metrics::Metrics;
 use promotion_controller::webhook::Webhooks;
 use promotion_controller::{probes, telemetry, wiring};
@@ -60,67 +66,127 @@ async fn main() -> anyhow::Result<()> {
 
     let mut leadership = None;
     if args.leader_election {
-        let mut l = Leadership::start(
-            client.clone(),
-            &args.lease_namespace,
-            &args.lease_name,
-            &identity,
-        )
-        .await?;
-        tracing::info!(lease = %args.lease_name, "waiting for leadership");
-        tokio::select! {
-            acquired = l.acquired() => acquired?,
+        let l = tokio::select! {
+            l = Leadership::start(client.clone(), &args.lease_namespace, &args.lease_name, &identity) => l?,
             _ = shutdown_signal() => return Ok(()),
-        }
-        tracing::info!("leading");
+        };
         leadership = Some(l);
     }
-    let lost = leadership.as_ref().map(|l| l.lost());
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<&'static str>();
-    tokio::spawn(async move {
-        let why = match lost {
-            Some(lost) => tokio::select! {
-                _ = lost => "leadership lost",
-                _ = shutdown_signal() => "shutdown requested",
-            },
-            None => {
-                shutdown_signal().await;
-                "shutdown requested"
+    // CI callbacks outlive one term as leader: each term gets its own receiver.
+    let term_wake: Arc<Mutex<Option<UnboundedSender<Wake>>>> = Arc::default();
+    {
+        let term_wake = term_wake.clone();
+        let mut wake_rx = wake_rx;
+        tokio::spawn(async move {
+            while let Some(w) = wake_rx.next().await {
+                if let Some(tx) = term_wake.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+                    let _ = tx.unbounded_send(w);
+                }
             }
-        };
-        let _ = stop_tx.send(why);
-    });
-    let (why_tx, why_rx) = tokio::sync::oneshot::channel();
-    let shutdown = async move {
-        let why = stop_rx.await.unwrap_or("shutdown requested");
-        tracing::info!(why, "stopping after the reconciles in flight");
-        let _ = why_tx.send(why);
-    };
+        });
+    }
     let config = ControllerConfig {
         engine: EngineConfig {
             poll_interval: args.poll_interval,
+            max_rearms: args.max_rearms,
             ..EngineConfig::default()
         },
         namespace: args.namespace.clone(),
         concurrency: args.max_concurrent_reconciles,
         ..ControllerConfig::default()
     };
-    let hooks = Hooks {
-        metrics: Some(metrics),
-        ready: Some(ready),
-        wake: Some(wake_rx),
-    };
-    controller::run(client, wiring.ports(), config, hooks, shutdown).await;
-    let why = why_rx.await.unwrap_or("the controller stopped");
+    let ports = wiring.ports();
+    loop {
+        if let Some(l) = leadership.as_mut() {
+            tracing::info!(lease = %args.lease_name, "waiting for leadership");
+            tokio::select! {
+                acquired = l.acquired() => acquired?,
+                _ = shutdown_signal() => break,
+            }
+            tracing::info!("leading");
+        }
+        let (tx, rx) = futures::channel::mpsc::unbounded();
+        *term_wake.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
+        let why = lead(
+            client.clone(),
+            ports.clone(),
+            config.clone(),
+            Hooks {
+                metrics: Some(metrics.clone()),
+                ready: Some(ready.clone()),
+                wake: Some(rx),
+            },
+            leadership.as_ref().map(|l| l.lost()),
+        )
+        .await;
+        ready.store(false, Ordering::SeqCst);
+        *term_wake.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        if why == Stop::Shutdown {
+            break;
+        }
+        match leader::holder(client.clone(), &args.lease_namespace, &args.lease_name, &identity)
+            .await
+        {
+            leader::Holder::Other(who) => {
+                if let Some(l) = leadership.take() {
+                    let _ = l.release().await;
+                }
+                // Start again as a standby rather than keep running without the lease.
+                anyhow::bail!("leadership lost: {who} holds the lease");
+            }
+            holder => tracing::warn!(
+                ?holder,
+                "lost the lease without another replica holding it (API server unreachable?): \
+                 reconciles stopped; leading again once the lease is ours"
+            ),
+        }
+    }
     if let Some(l) = leadership {
         l.release().await.context("releasing the lease")?;
     }
-    if why == "leadership lost" {
-        // Start again as a standby rather than keep running without the lease.
-        anyhow::bail!("leadership lost");
-    }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Why a term as leader ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stop {
+    Shutdown,
+    LeadershipLost,
+}
+
+/// Runs the controller until the lease is lost or a shutdown is requested,
+/// finishing the reconciles in flight.
+async fn lead(
+    client: Client,
+    ports: promotion_core::engine::Ports,
+    config: ControllerConfig,
+    hooks: Hooks,
+    lost: Option<impl Future<Output = ()> + Send + 'static>,
+) -> Stop {
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<Stop>();
+    let watcher = tokio::spawn(async move {
+        let why = match lost {
+            Some(lost) => tokio::select! {
+                _ = lost => Stop::LeadershipLost,
+                _ = shutdown_signal() => Stop::Shutdown,
+            },
+            None => {
+                shutdown_signal().await;
+                Stop::Shutdown
+            }
+        };
+        let _ = stop_tx.send(why);
+    });
+    let (why_tx, why_rx) = tokio::sync::oneshot::channel();
+    let shutdown = async move {
+        let why = stop_rx.await.unwrap_or(Stop::Shutdown);
+        tracing::info!(?why, "stopping after the reconciles in flight");
+        let _ = why_tx.send(why);
+    };
+    controller::run(client, ports, config, hooks, shutdown).await;
+    watcher.abort();
+    why_rx.await.unwrap_or(Stop::Shutdown)
 }
 
 async fn client(args: &Args) -> anyhow::Result<Client> {
