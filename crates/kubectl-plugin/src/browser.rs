@@ -2,6 +2,7 @@
 //! installed from Debian's `chromium` package when absent (once, under a file
 //! lock), driven through the DevTools protocol over a pipe (no WebSocket needed).
 
+use base64::Engine;
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::AsRawFd;
@@ -91,30 +92,20 @@ pub fn ensure_installed() -> Result<PathBuf, Error> {
     find().ok_or_else(|| Error::Start("installed, yet /usr/bin/chromium is missing".into()))
 }
 
-/// Saves a PNG of `url` as a `width`x`height` window, after the page loaded.
+/// Saves a PNG of `url` in a `width`x`height` page, once it is loaded and (for
+/// the dashboard) its live updates are connected.
 pub fn screenshot(url: &str, path: &Path, width: u32, height: u32) -> Result<(), Error> {
-    let bin = ensure_installed()?;
-    let profile = tempfile::tempdir().map_err(|e| Error::Start(e.to_string()))?;
-    let output = Command::new(bin)
-        .args(FLAGS)
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg(format!("--window-size={width},{height}"))
-        .arg(format!("--screenshot={}", path.display()))
-        .arg(url)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| Error::Start(e.to_string()))?;
-    if !path.is_file() {
-        return Err(Error::Start(format!(
-            "no screenshot written ({}): {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-                .lines()
-                .last()
-                .unwrap_or("")
-        )));
-    }
-    Ok(())
+    let mut browser = Browser::launch()?;
+    browser.open_sized(url, width, height)?;
+    browser.wait_for("document.readyState", &json!("complete"), Duration::from_secs(30))?;
+    // Pages without live updates never set it; they are captured after the wait.
+    browser.wait_for("document.body.dataset.live", &json!("1"), Duration::from_secs(5))?;
+    let shot = browser.call("Page.captureScreenshot", json!({"format": "png"}), true)?;
+    let data = shot["data"].as_str().unwrap_or_default();
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(data)
+        .map_err(|e| Error::Start(format!("screenshot is not base64: {e}")))?;
+    std::fs::write(path, png).map_err(|e| Error::Start(format!("{}: {e}", path.display())))
 }
 
 /// A headless Chromium driven over `--remote-debugging-pipe`, with one page attached.
@@ -229,7 +220,16 @@ impl Browser {
 
     /// Opens `url` in a new page and attaches to it.
     pub fn open(&mut self, url: &str) -> Result<(), Error> {
-        let target = self.call("Target.createTarget", json!({"url": url}), false)?;
+        self.open_sized(url, 1400, 900)
+    }
+
+    /// Opens `url` in a new `width`x`height` page and attaches to it.
+    pub fn open_sized(&mut self, url: &str, width: u32, height: u32) -> Result<(), Error> {
+        let target = self.call(
+            "Target.createTarget",
+            json!({"url": "about:blank"}),
+            false,
+        )?;
         let id = target["targetId"].as_str().unwrap_or_default().to_string();
         let attached = self.call(
             "Target.attachToTarget",
@@ -237,6 +237,13 @@ impl Browser {
             false,
         )?;
         self.session = attached["sessionId"].as_str().map(str::to_string);
+        // The viewport, not the window: a window's size includes the browser's own frame.
+        self.call(
+            "Emulation.setDeviceMetricsOverride",
+            json!({"width": width, "height": height, "deviceScaleFactor": 1, "mobile": false}),
+            true,
+        )?;
+        self.call("Page.navigate", json!({"url": url}), true)?;
         Ok(())
     }
 

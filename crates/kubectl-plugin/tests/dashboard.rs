@@ -140,3 +140,24 @@ async fn the_pr_page_shows_the_reason_the_records_and_the_events_in_time_order()
     assert!(record < event, "timeline out of order");
     assert!(body.contains(&format!("<a href=\"{JOB_URL}\">")), "the gating run links to CI");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_screenshot_of_the_live_board_is_a_png_of_the_asked_size() {
+    let env = Env::new("dashboard-shot").await;
+    env.chain().await;
+    env.tracker("shop-pr-52", 52, SHA_42).await;
+    env.set_status("shop-pr-52", status("dev", "Testing", SHA_42, "")).await;
+    let (addr, _stop) = serve(Cluster::from_client(env.ctx.client.clone(), env.ns()), env.ns()).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("board.png");
+    let url = format!("http://{addr}/ns/{}", env.ns());
+    tokio::task::block_in_place(|| {
+        kubectl_promotion::browser::screenshot(&url, &path, 800, 600).expect("screenshot")
+    });
+    let png = std::fs::read(&path).expect("written");
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    // IHDR: width and height, big-endian, at bytes 16..24.
+    let width = u32::from_be_bytes([png[16], png[17], png[18], png[19]]);
+    let height = u32::from_be_bytes([png[20], png[21], png[22], png[23]]);
+    assert_eq!((width, height), (800, 600));
+}
