@@ -165,7 +165,14 @@ async fn plugin_views(client: &Client) -> Result<()> {
         all_namespaces: false,
         output: None,
     };
-    run_with(&cluster, Some(NAMESPACE.into()), status, &mut out, Paint(false)).await?;
+    run_with(
+        &cluster,
+        Some(NAMESPACE.into()),
+        status,
+        &mut out,
+        Paint(false),
+    )
+    .await?;
     print!("{}", String::from_utf8_lossy(&out));
     println!("\n$ kubectl promotion explain 43 -n {NAMESPACE}");
     let mut out = Vec::new();
@@ -173,12 +180,18 @@ async fn plugin_views(client: &Client) -> Result<()> {
         pr: "43".into(),
         output: None,
     };
-    let code = run_with(&cluster, Some(NAMESPACE.into()), explain, &mut out, Paint(false)).await?;
+    let code = run_with(
+        &cluster,
+        Some(NAMESPACE.into()),
+        explain,
+        &mut out,
+        Paint(false),
+    )
+    .await?;
     print!("{}", String::from_utf8_lossy(&out));
     println!("(exit code {code}: 0 moving, 1 waits on a person, 2 failed)");
 
-    let server =
-        kubectl_promotion::dashboard::Server::bind(cluster, NAMESPACE.into(), 0).await?;
+    let server = kubectl_promotion::dashboard::Server::bind(cluster, NAMESPACE.into(), 0).await?;
     let url = format!("http://{}/ns/{NAMESPACE}", server.address());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let serving = tokio::spawn(server.run(async {

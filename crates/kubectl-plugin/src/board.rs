@@ -124,7 +124,10 @@ pub fn board(trackers: &[Tracker], policies: &[Policy]) -> Board {
 
 /// The policy that gates the tracker's current environment, if the cluster has one.
 pub fn gating_policy<'a>(t: &Tracker, policies: &'a [Policy]) -> Option<&'a Policy> {
-    let named = t.status.as_ref().and_then(|s| s.policy.as_ref()?.name.clone());
+    let named = t
+        .status
+        .as_ref()
+        .and_then(|s| s.policy.as_ref()?.name.clone());
     if let Some(name) = named
         && let Some(p) = policies
             .iter()

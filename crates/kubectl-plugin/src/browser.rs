@@ -76,7 +76,13 @@ pub fn ensure_installed() -> Result<PathBuf, Error> {
     eprintln!("[chromium] installing Debian's chromium package (first time only)");
     for args in [
         &["update", "-qq"][..],
-        &["install", "-y", "-qq", "--no-install-recommends", "chromium"][..],
+        &[
+            "install",
+            "-y",
+            "-qq",
+            "--no-install-recommends",
+            "chromium",
+        ][..],
     ] {
         let status = Command::new("apt-get")
             .args(args)
@@ -85,7 +91,10 @@ pub fn ensure_installed() -> Result<PathBuf, Error> {
             .status()
             .map_err(|e| Error::Start(format!("running apt-get: {e}")))?;
         if !status.success() {
-            return Err(Error::Start(format!("apt-get {} failed ({status})", args.join(" "))));
+            return Err(Error::Start(format!(
+                "apt-get {} failed ({status})",
+                args.join(" ")
+            )));
         }
     }
     drop(lock);
@@ -97,9 +106,17 @@ pub fn ensure_installed() -> Result<PathBuf, Error> {
 pub fn screenshot(url: &str, path: &Path, width: u32, height: u32) -> Result<(), Error> {
     let mut browser = Browser::launch()?;
     browser.open_sized(url, width, height)?;
-    browser.wait_for("document.readyState", &json!("complete"), Duration::from_secs(30))?;
+    browser.wait_for(
+        "document.readyState",
+        &json!("complete"),
+        Duration::from_secs(30),
+    )?;
     // Pages without live updates never set it; they are captured after the wait.
-    browser.wait_for("document.body.dataset.live", &json!("1"), Duration::from_secs(5))?;
+    browser.wait_for(
+        "document.body.dataset.live",
+        &json!("1"),
+        Duration::from_secs(5),
+    )?;
     let shot = browser.call("Page.captureScreenshot", json!({"format": "png"}), true)?;
     let data = shot["data"].as_str().unwrap_or_default();
     let png = base64::engine::general_purpose::STANDARD
@@ -123,7 +140,8 @@ impl Browser {
     pub fn launch() -> Result<Self, Error> {
         let bin = ensure_installed()?;
         let profile = tempfile::tempdir().map_err(|e| Error::Start(e.to_string()))?;
-        let (their_commands, commands) = std::io::pipe().map_err(|e| Error::Start(e.to_string()))?;
+        let (their_commands, commands) =
+            std::io::pipe().map_err(|e| Error::Start(e.to_string()))?;
         let (replies_reader, their_replies) =
             std::io::pipe().map_err(|e| Error::Start(e.to_string()))?;
         let (cmd_fd, reply_fd) = (their_commands.as_raw_fd(), their_replies.as_raw_fd());
@@ -154,9 +172,7 @@ impl Browser {
                 Ok(())
             });
         }
-        let child = command
-            .spawn()
-            .map_err(|e| Error::Start(e.to_string()))?;
+        let child = command.spawn().map_err(|e| Error::Start(e.to_string()))?;
         drop(their_commands);
         drop(their_replies);
         let (tx, replies) = mpsc::channel();
@@ -225,11 +241,7 @@ impl Browser {
 
     /// Opens `url` in a new `width`x`height` page and attaches to it.
     pub fn open_sized(&mut self, url: &str, width: u32, height: u32) -> Result<(), Error> {
-        let target = self.call(
-            "Target.createTarget",
-            json!({"url": "about:blank"}),
-            false,
-        )?;
+        let target = self.call("Target.createTarget", json!({"url": "about:blank"}), false)?;
         let id = target["targetId"].as_str().unwrap_or_default().to_string();
         let attached = self.call(
             "Target.attachToTarget",
@@ -264,7 +276,12 @@ impl Browser {
     }
 
     /// Evaluates `expression` until it returns `want` (or `timeout` passes: then the last value).
-    pub fn wait_for(&mut self, expression: &str, want: &Value, timeout: Duration) -> Result<Value, Error> {
+    pub fn wait_for(
+        &mut self,
+        expression: &str,
+        want: &Value,
+        timeout: Duration,
+    ) -> Result<Value, Error> {
         let deadline = Instant::now() + timeout;
         loop {
             let v = self.eval(expression).unwrap_or(Value::Null);

@@ -314,7 +314,10 @@ pub async fn approve(cluster: &Cluster, ns: &str, pr: &str, to: &str) -> Result<
         .annotate(
             ns,
             t.name(),
-            &[(APPROVE_ANNOTATION, value.as_str()), (APPROVED_BY_ANNOTATION, user.as_str())],
+            &[
+                (APPROVE_ANNOTATION, value.as_str()),
+                (APPROVED_BY_ANNOTATION, user.as_str()),
+            ],
         )
         .await?;
     let mut text = format!(

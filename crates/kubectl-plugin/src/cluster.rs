@@ -125,8 +125,7 @@ impl Cluster {
         };
         let config = match kubeconfig {
             Some(path) => {
-                let kc =
-                    Kubeconfig::read_from(path).map_err(|e| Error::Config(format!("{e}")))?;
+                let kc = Kubeconfig::read_from(path).map_err(|e| Error::Config(format!("{e}")))?;
                 Config::from_custom_kubeconfig(kc, &options)
                     .await
                     .map_err(|e| Error::Config(e.to_string()))?
@@ -177,13 +176,15 @@ impl Cluster {
             .get(name)
             .await
             .map(to_tracker)
-            .map_err(|e| match api_error(e, "get", "pullrequesttrackers", Some(namespace)) {
-                Error::NotFound { scope, .. } => Error::NotFound {
-                    what: format!("tracker {name}"),
-                    scope,
+            .map_err(
+                |e| match api_error(e, "get", "pullrequesttrackers", Some(namespace)) {
+                    Error::NotFound { scope, .. } => Error::NotFound {
+                        what: format!("tracker {name}"),
+                        scope,
+                    },
+                    other => other,
                 },
-                other => other,
-            })
+            )
     }
 
     /// The policies of a namespace (`None`: all namespaces).
@@ -256,7 +257,8 @@ impl Cluster {
             .iter()
             .filter(|e| {
                 e.regarding.as_ref().is_some_and(|r| {
-                    r.kind.as_deref() == Some("PullRequestTracker") && r.name.as_deref() == Some(name)
+                    r.kind.as_deref() == Some("PullRequestTracker")
+                        && r.name.as_deref() == Some(name)
                 })
             })
             .map(|e| EventView::from_value(&serde_json::to_value(e).unwrap_or(Value::Null)))
@@ -291,10 +293,15 @@ pub struct EventView {
 impl EventView {
     /// Reads an events.k8s.io/v1 Event from JSON.
     pub fn from_value(v: &Value) -> Self {
-        let time = ["/eventTime", "/series/lastObservedTime", "/deprecatedLastTimestamp", "/metadata/creationTimestamp"]
-            .iter()
-            .filter_map(|p| v.pointer(p).and_then(Value::as_str))
-            .find_map(|s| s.parse().ok());
+        let time = [
+            "/eventTime",
+            "/series/lastObservedTime",
+            "/deprecatedLastTimestamp",
+            "/metadata/creationTimestamp",
+        ]
+        .iter()
+        .filter_map(|p| v.pointer(p).and_then(Value::as_str))
+        .find_map(|s| s.parse().ok());
         let text = |k: &str| v[k].as_str().unwrap_or("").to_string();
         Self {
             time,

@@ -81,7 +81,8 @@ pub fn diagnose(t: &Tracker, ctx: &Context, reference: &str) -> Diagnosis {
     let policy = gating_policy(t, &ctx.policies);
     let target = policy.map(|p| p.target().to_string());
     let sha = t.head_sha();
-    let cmd = |verb: &str, extra: &str| format!("kubectl promotion {verb} {reference}{extra} -n {ns}");
+    let cmd =
+        |verb: &str, extra: &str| format!("kubectl promotion {verb} {reference}{extra} -n {ns}");
     let (verdict, reason, command) = match phase {
         "" | "Pending" => {
             if t.status.is_none() {
@@ -217,10 +218,7 @@ pub fn diagnose(t: &Tracker, ctx: &Context, reference: &str) -> Diagnosis {
             (
                 Verdict::Failed,
                 reason,
-                Some(format!(
-                    "{}   (or push a new commit)",
-                    cmd("retry", "")
-                )),
+                Some(format!("{}   (or push a new commit)", cmd("retry", ""))),
             )
         }
         "Completed" => (
@@ -277,7 +275,10 @@ fn queued(
         ));
     }
     if let Some(since) = q.since {
-        evidence.push(format!("queued since {}", since.format("%Y-%m-%d %H:%M:%SZ")));
+        evidence.push(format!(
+            "queued since {}",
+            since.format("%Y-%m-%d %H:%M:%SZ")
+        ));
     }
     let Some(holder_name) = q.holder.clone() else {
         return (
@@ -342,7 +343,9 @@ fn app_evidence(evidence: &mut Vec<String>, ctx: &Context, sha: &str) {
     let revision = app["spec"]["source"]["targetRevision"]
         .as_str()
         .unwrap_or("?");
-    let sync = app["status"]["sync"]["status"].as_str().unwrap_or("unknown");
+    let sync = app["status"]["sync"]["status"]
+        .as_str()
+        .unwrap_or("unknown");
     let synced_rev = app["status"]["sync"]["revision"].as_str().unwrap_or("?");
     let health = app["status"]["health"]["status"]
         .as_str()
@@ -365,7 +368,10 @@ fn run_line(r: &crate::view::TestRun) -> String {
         "test {} ({}{}{}): {}",
         r.name.as_deref().unwrap_or("?"),
         r.provider.as_deref().unwrap_or("?"),
-        r.job.as_deref().map(|j| format!(" {j}")).unwrap_or_default(),
+        r.job
+            .as_deref()
+            .map(|j| format!(" {j}"))
+            .unwrap_or_default(),
         if r.required == Some(false) {
             ", optional"
         } else {

@@ -280,8 +280,15 @@ mod tests {
         let policy = Policy::from_value(json!({"metadata": {"name": "d2s", "namespace": "ns"},
             "spec": {"sourceEnvironment": "dev", "targetEnvironment": "staging", "autoPromote": false}}));
         let f = compute(&[tracker()], &[policy], Utc::now());
-        let e2e = f.gate_failures.iter().find(|g| g.test == "e2e").expect("e2e");
-        assert_eq!((e2e.runs, e2e.failed, e2e.environment.as_str()), (1, 1, "staging"));
+        let e2e = f
+            .gate_failures
+            .iter()
+            .find(|g| g.test == "e2e")
+            .expect("e2e");
+        assert_eq!(
+            (e2e.runs, e2e.failed, e2e.environment.as_str()),
+            (1, 1, "staging")
+        );
         assert_eq!(f.awaiting_approval[0].done.max_seconds, 360.0);
     }
 }

@@ -61,7 +61,11 @@ impl PrRef {
 }
 
 /// The one tracker in `namespace` that `reference` names.
-pub async fn resolve(cluster: &Cluster, namespace: &str, reference: &str) -> Result<Tracker, Error> {
+pub async fn resolve(
+    cluster: &Cluster,
+    namespace: &str,
+    reference: &str,
+) -> Result<Tracker, Error> {
     let parsed = PrRef::parse(reference);
     if let PrRef::Name(name) = &parsed {
         return cluster.tracker(namespace, name).await;

@@ -176,7 +176,10 @@ pub fn policies(chains: &[Chain], paint: Paint) -> String {
             out.push('\n');
         }
         for f in &c.findings {
-            out.push_str(&format!("  {}\n", paint.tone(&format!("✗ {}", f.message), Tone::Failed)));
+            out.push_str(&format!(
+                "  {}\n",
+                paint.tone(&format!("✗ {}", f.message), Tone::Failed)
+            ));
         }
         out.push('\n');
     }
@@ -228,7 +231,10 @@ pub fn timeline(t: &Tracker, events: &[EventView]) -> Vec<Moment> {
                 (Some(s), Some(f)) => format!(" in {}s", (f - s).num_seconds()),
                 _ => String::new(),
             },
-            r.url.as_deref().map(|u| format!("  {u}")).unwrap_or_default()
+            r.url
+                .as_deref()
+                .map(|u| format!("  {u}"))
+                .unwrap_or_default()
         )
     };
     let status = t.status();

@@ -606,7 +606,9 @@ impl Approval {
         Some(Self {
             environment,
             sha,
-            by: tracker.annotation(APPROVED_BY_ANNOTATION).map(str::to_string),
+            by: tracker
+                .annotation(APPROVED_BY_ANNOTATION)
+                .map(str::to_string),
         })
     }
 

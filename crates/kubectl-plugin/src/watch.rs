@@ -70,10 +70,7 @@ pub async fn watch(
         let frame = if paint.0 {
             format!("\x1b[2J\x1b[H{table}")
         } else {
-            format!(
-                "--- {}\n{table}",
-                chrono::Utc::now().format("%H:%M:%S")
-            )
+            format!("--- {}\n{table}", chrono::Utc::now().format("%H:%M:%S"))
         };
         out.write_all(frame.as_bytes())
             .and_then(|_| out.flush())

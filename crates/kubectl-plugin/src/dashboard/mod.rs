@@ -33,7 +33,11 @@ type Shared = Arc<AppState>;
 
 impl Server {
     /// Binds 127.0.0.1:`port` (0: any free port).
-    pub async fn bind(cluster: Cluster, default_namespace: String, port: u16) -> Result<Self, Error> {
+    pub async fn bind(
+        cluster: Cluster,
+        default_namespace: String,
+        port: u16,
+    ) -> Result<Self, Error> {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
             .await
             .map_err(|e| Error::Usage(format!("cannot listen on 127.0.0.1:{port}: {e}")))?;
@@ -91,11 +95,10 @@ struct Go {
 }
 
 async fn go(Query(q): Query<Go>) -> Redirect {
-    let ns: String = q
-        .ns
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
-        .collect();
+    let ns: String =
+        q.ns.chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+            .collect();
     Redirect::to(&format!("/ns/{ns}"))
 }
 
@@ -121,7 +124,10 @@ async fn render_board(state: &AppState, ns: &str) -> Result<String, Error> {
     Ok(state.pages.board(ns, &trackers, &policies, None))
 }
 
-async fn pr_page(State(state): State<Shared>, Path((ns, name)): Path<(String, String)>) -> Response {
+async fn pr_page(
+    State(state): State<Shared>,
+    Path((ns, name)): Path<(String, String)>,
+) -> Response {
     let t = match state.cluster.tracker(&ns, &name).await {
         Ok(t) => t,
         Err(e) => return problem(&state, &e),

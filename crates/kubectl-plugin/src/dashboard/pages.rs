@@ -65,7 +65,10 @@ impl Pages {
         let mut env = Environment::new();
         for (name, source) in [
             ("layout.html", include_str!("../../templates/layout.html")),
-            ("namespace.html", include_str!("../../templates/namespace.html")),
+            (
+                "namespace.html",
+                include_str!("../../templates/namespace.html"),
+            ),
             ("board.html", include_str!("../../templates/board.html")),
             ("pr.html", include_str!("../../templates/pr.html")),
             ("problem.html", include_str!("../../templates/problem.html")),
@@ -82,7 +85,10 @@ impl Pages {
         match self.env.get_template(name).and_then(|t| t.render(ctx)) {
             Ok(html) => html,
             // A template bug must not take the server down; show it instead.
-            Err(e) => format!("<p class=\"problem\">rendering {name}: {}</p>", escape(&e.to_string())),
+            Err(e) => format!(
+                "<p class=\"problem\">rendering {name}: {}</p>",
+                escape(&e.to_string())
+            ),
         }
     }
 
@@ -114,7 +120,13 @@ impl Pages {
     }
 
     /// The board fragment (`<div id="board">`), also sent over server-sent events.
-    pub fn board(&self, ns: &str, trackers: &[Tracker], policies: &[Policy], problem: Option<&str>) -> String {
+    pub fn board(
+        &self,
+        ns: &str,
+        trackers: &[Tracker],
+        policies: &[Policy],
+        problem: Option<&str>,
+    ) -> String {
         let ctx = Self::board_context(ns, trackers, policies);
         self.render("board.html", context! { problem => problem, ..ctx })
     }
@@ -122,11 +134,21 @@ impl Pages {
     /// The namespace page: the board, and the script that keeps it live.
     pub fn namespace(&self, ns: &str, trackers: &[Tracker], policies: &[Policy]) -> String {
         let ctx = Self::board_context(ns, trackers, policies);
-        self.render("namespace.html", context! { problem => None::<String>, ..ctx })
+        self.render(
+            "namespace.html",
+            context! { problem => None::<String>, ..ctx },
+        )
     }
 
     /// A PR's page: the diagnosis and the timeline.
-    pub fn pr(&self, ns: &str, t: &Tracker, ctx: &Context, events: &[EventView], note: Option<&str>) -> String {
+    pub fn pr(
+        &self,
+        ns: &str,
+        t: &Tracker,
+        ctx: &Context,
+        events: &[EventView],
+        note: Option<&str>,
+    ) -> String {
         let d = explain::diagnose(t, ctx, t.name());
         let verdict = match d.verdict {
             Verdict::Moving => "Moving",

@@ -46,8 +46,14 @@ impl Env {
 
     /// The demo's chain: dev -> staging (automatic) -> prod (approval).
     pub async fn chain(&self) {
-        self.policy("dev-to-staging", "dev", "staging", true, &["smoke", "api-contract"])
-            .await;
+        self.policy(
+            "dev-to-staging",
+            "dev",
+            "staging",
+            true,
+            &["smoke", "api-contract"],
+        )
+        .await;
         self.policy("staging-to-prod", "staging", "prod", false, &["e2e"])
             .await;
     }
@@ -148,10 +154,13 @@ impl Env {
             .create(&PostParams::default(), &role)
             .await
             .expect("role");
-        Api::<k8s_openapi::api::rbac::v1::RoleBinding>::namespaced(self.ctx.client.clone(), self.ns())
-            .create(&PostParams::default(), &binding)
-            .await
-            .expect("binding");
+        Api::<k8s_openapi::api::rbac::v1::RoleBinding>::namespaced(
+            self.ctx.client.clone(),
+            self.ns(),
+        )
+        .create(&PostParams::default(), &binding)
+        .await
+        .expect("binding");
     }
 
     /// Runs the plugin binary as the admin with `args` (namespace added).
@@ -207,7 +216,8 @@ pub async fn ensure_schema_knows_queue(client: &Client) {
         let mut changed = false;
         if let Some(versions) = value["spec"]["versions"].as_array_mut() {
             for v in versions {
-                let status = &mut v["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"];
+                let status =
+                    &mut v["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"];
                 if let Some(phases) = status["phase"]["enum"].as_array_mut()
                     && !phases.contains(&json!("Queued"))
                 {
@@ -226,7 +236,11 @@ pub async fn ensure_schema_knows_queue(client: &Client) {
         }
         let widened: CustomResourceDefinition = serde_json::from_value(value).expect("crd");
         match api
-            .replace("pullrequesttrackers.promotion.io", &PostParams::default(), &widened)
+            .replace(
+                "pullrequesttrackers.promotion.io",
+                &PostParams::default(),
+                &widened,
+            )
             .await
         {
             Ok(_) => return,
@@ -249,7 +263,15 @@ pub fn run(name: &str, state: &str, url: &str) -> Value {
            "message": if state == "Failed" { "job finished FAILURE" } else { "" }})
 }
 
-pub fn record(source: &str, target: &str, policy: &str, sha: &str, at: &str, by: &str, runs: Vec<Value>) -> Value {
+pub fn record(
+    source: &str,
+    target: &str,
+    policy: &str,
+    sha: &str,
+    at: &str,
+    by: &str,
+    runs: Vec<Value>,
+) -> Value {
     json!({"source": source, "target": target, "policy": policy, "revision": sha,
            "promotedAt": at, "promotedBy": by, "testRuns": runs})
 }
