@@ -70,7 +70,12 @@ pub fn diagnose(t: &Tracker, ctx: &Context, reference: &str) -> Diagnosis {
         evidence.push(format!("the controller says: {m}"));
     }
     for c in &status.conditions {
-        if c.status.as_deref() == Some("False") && c.type_.as_deref() == Some("Ready") {
+        // The controller often repeats its message in Ready's; say it once.
+        let repeats = match (c.message.as_deref(), status.message.as_deref()) {
+            (Some(cm), Some(m)) => !m.is_empty() && cm.starts_with(m),
+            _ => false,
+        };
+        if c.status.as_deref() == Some("False") && c.type_.as_deref() == Some("Ready") && !repeats {
             evidence.push(format!(
                 "condition Ready=False ({}): {}",
                 c.reason.clone().unwrap_or_default(),

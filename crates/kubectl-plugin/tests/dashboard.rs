@@ -117,6 +117,12 @@ async fn the_card_moves_to_the_next_column_live_when_the_tracker_moves() {
         );
         let updates = browser.eval("document.body.dataset.updates").expect("eval");
         assert_ne!(updates, Value::Null, "no server-sent update arrived");
+        // The delivery figures follow the board: the promotion into staging is counted.
+        let figures: Value = browser
+            .eval("document.querySelector('.figures').innerText")
+            .expect("eval");
+        let figures = figures.as_str().unwrap_or_default().to_string();
+        assert!(figures.contains("2026-11-29\tstaging\t1"), "{figures}");
     });
 }
 
