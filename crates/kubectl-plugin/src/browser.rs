@@ -76,13 +76,8 @@ pub fn ensure_installed() -> Result<PathBuf, Error> {
     eprintln!("[chromium] installing Debian's chromium package (first time only)");
     for args in [
         &["update", "-qq"][..],
-        &[
-            "install",
-            "-y",
-            "-qq",
-            "--no-install-recommends",
-            "chromium",
-        ][..],
+        // With its recommended packages: they bring the fonts a screenshot needs.
+        &["install", "-y", "-qq", "chromium"][..],
     ] {
         let status = Command::new("apt-get")
             .args(args)

@@ -498,3 +498,52 @@ async fn watch_redraws_when_a_tracker_moves() {
     assert!(line.contains("Queued #2 for staging"), "{line}");
     child.kill().await.expect("stopped");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn explain_a_deploying_pr_shows_what_argo_cd_reports_for_its_application() {
+    let env = Env::new("explain-deploying").await;
+    let crd = promotion_argocd::testing::application_crd().expect("Application CRD");
+    promotion_testenv::install_crd_objects(&env.ctx.client, vec![crd])
+        .await
+        .expect("Application CRD installed");
+    let old = "0000000aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    let app = json!({
+        "apiVersion": "argoproj.io/v1alpha1", "kind": "Application",
+        "metadata": {"name": "shop-pr-47", "namespace": env.ns()},
+        "spec": {"project": "default",
+                 "destination": {"server": "https://kubernetes.default.svc", "namespace": "shop"},
+                 "source": {"repoURL": "https://git.local/acme/shop", "path": "deploy", "targetRevision": old}},
+        "status": {"sync": {"status": "OutOfSync", "revision": old}, "health": {"status": "Progressing"}}
+    });
+    let app: kube::api::DynamicObject = serde_json::from_value(app).expect("app");
+    kube::api::Api::<kube::api::DynamicObject>::namespaced_with(
+        env.ctx.client.clone(),
+        env.ns(),
+        &kubectl_promotion::cluster::applications_resource(),
+    )
+    .create(&Default::default(), &app)
+    .await
+    .expect("Application created");
+    env.chain().await;
+    env.tracker("shop-pr-47", 47, SHA_42).await;
+    let mut deploying = status("dev", "Deploying", SHA_42, "waiting for Argo CD");
+    deploying["application"] =
+        json!({"cluster": "in-cluster", "namespace": env.ns(), "name": "shop-pr-47"});
+    env.set_status("shop-pr-47", deploying).await;
+    let out = env.run(&["explain", "47"]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout.contains(&format!(
+            "Application {}/shop-pr-47: targetRevision 0000000, sync OutOfSync at 0000000, health Progressing",
+            env.ns()
+        )),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains("the Application does not deploy the PR's commit 3f2c9a1 yet"),
+        "{}",
+        out.stdout
+    );
+}
