@@ -252,7 +252,7 @@ fn find_cycle(policies: &[Policy]) -> Option<Vec<String>> {
         }
         path.push(node);
         for n in next.get(node).into_iter().flatten() {
-            if let Some(c) = visit(*n, next, path, done) {
+            if let Some(c) = visit(n, next, path, done) {
                 return Some(c);
             }
         }
@@ -262,7 +262,7 @@ fn find_cycle(policies: &[Policy]) -> Option<Vec<String>> {
     }
     let mut done = BTreeSet::new();
     for start in next.keys() {
-        if let Some(c) = visit(*start, &next, &mut Vec::new(), &mut done) {
+        if let Some(c) = visit(start, &next, &mut Vec::new(), &mut done) {
             return Some(c);
         }
     }
