@@ -139,6 +139,80 @@ async fn scenarios(client: &Client, world: &World, script: &CiScript) -> Result<
     println!(
         "\nA new push (headSha) or `kubectl annotate prt shop-pr-43 promotion.io/retry=1` starts the gate again."
     );
+    plugin_views(client).await
+}
+
+/// Where the dashboard's screenshot goes: README's picture, except from the test.
+fn screenshot_path() -> std::path::PathBuf {
+    let root = crate::workspace_root();
+    if cfg!(test) {
+        root.join("target/demo/dashboard.png")
+    } else {
+        root.join("docs/dashboard.png")
+    }
+}
+
+/// The end of the demo: what `kubectl promotion status` and `explain` say about
+/// both PRs, and a screenshot of `kubectl promotion dashboard`.
+async fn plugin_views(client: &Client) -> Result<()> {
+    use kubectl_promotion::cli::{Command, run_with};
+    use kubectl_promotion::cluster::Cluster;
+    use kubectl_promotion::text::Paint;
+    let cluster = Cluster::from_client(client.clone(), NAMESPACE);
+    println!("\n$ kubectl promotion status -n {NAMESPACE}");
+    let mut out = Vec::new();
+    let status = Command::Status {
+        all_namespaces: false,
+        output: None,
+    };
+    run_with(
+        &cluster,
+        Some(NAMESPACE.into()),
+        status,
+        &mut out,
+        Paint(false),
+    )
+    .await?;
+    print!("{}", String::from_utf8_lossy(&out));
+    println!("\n$ kubectl promotion explain 43 -n {NAMESPACE}");
+    let mut out = Vec::new();
+    let explain = Command::Explain {
+        pr: "43".into(),
+        output: None,
+    };
+    let code = run_with(
+        &cluster,
+        Some(NAMESPACE.into()),
+        explain,
+        &mut out,
+        Paint(false),
+    )
+    .await?;
+    print!("{}", String::from_utf8_lossy(&out));
+    println!("(exit code {code}: 0 moving, 1 waits on a person, 2 failed)");
+
+    let server = kubectl_promotion::dashboard::Server::bind(cluster, NAMESPACE.into(), 0).await?;
+    let url = format!("http://{}/ns/{NAMESPACE}", server.address());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(server.run(async {
+        let _ = stopped.await;
+    }));
+    let path = screenshot_path();
+    let shot = path.clone();
+    let taken = tokio::task::spawn_blocking(move || {
+        kubectl_promotion::browser::screenshot(&url, &shot, 1400, 760)
+    })
+    .await?;
+    let _ = stop.send(());
+    let _ = serving.await;
+    // The picture is a bonus: a machine without Chromium still runs the demo.
+    match taken {
+        Ok(()) => println!(
+            "\n[demo] `kubectl promotion dashboard` (a live page per namespace) saved as {}",
+            path.display()
+        ),
+        Err(e) => println!("\n[demo] no dashboard screenshot: {e}"),
+    }
     Ok(())
 }
 
