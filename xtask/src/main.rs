@@ -171,6 +171,15 @@ fn control_plane(up: bool) -> Result<()> {
 fn test(args: &[String]) -> Result<()> {
     let started = Instant::now();
     crdgen(true)?;
+    // The deploy tests install the chart with the real helm: built here, once, so
+    // no test waits on the build.
+    let helm = binaries::ensure_helm()?;
+    println!(
+        "[helm] {} ready to run ({:.1?}; cache: {})",
+        binaries::HELM_VERSION,
+        started.elapsed(),
+        helm.display()
+    );
     let plane = start_control_plane()?;
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .current_dir(workspace_root())

@@ -5,7 +5,6 @@
 use anyhow::{Context, Result};
 use hmac::{Hmac, Mac};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Client;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::core::{ApiResource, GroupVersionKind};
@@ -204,35 +203,11 @@ pub async fn ensure_namespace(client: &Client, name: &str) -> Result<()> {
     Ok(())
 }
 
+/// Argo CD's own Application CRD, applied server-side (it is too large for a client-side apply).
 async fn install_application_crd(client: &Client) -> Result<()> {
     let crd = promotion_argocd::testing::application_crd()?;
-    let name = crd
-        .metadata
-        .name
-        .clone()
-        .context("the Application CRD has no name")?;
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    api.patch(
-        &name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&crd),
-    )
-    .await?;
-    // The API serves a CRD only once it is Established.
-    for _ in 0..100 {
-        let crd = api.get(&name).await?;
-        let established = crd
-            .status
-            .and_then(|s| s.conditions)
-            .unwrap_or_default()
-            .iter()
-            .any(|c| c.type_ == "Established" && c.status == "True");
-        if established {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    anyhow::bail!("the Application CRD was not Established within 10 s")
+    promotion_testenv::install_crd_objects(client, vec![crd]).await?;
+    Ok(())
 }
 
 async fn apply_secret(

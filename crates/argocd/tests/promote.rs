@@ -226,7 +226,10 @@ async fn multi_source_without_a_choice_is_refused() {
         "web",
         json!({
             "metadata": {"annotations": opted_in()},
-            "spec": {"sources": [{"targetRevision": "1.0.0"}, {"targetRevision": OLD}]},
+            "spec": {"sources": [
+                {"repoURL": "https://charts.example", "chart": "web", "targetRevision": "1.0.0"},
+                {"repoURL": "https://git.example/web", "targetRevision": OLD},
+            ]},
         }),
     )
     .await;

@@ -20,8 +20,14 @@ async fn synced_and_healthy() {
             "status": {
                 "sync": {"status": "Synced", "revision": SHA},
                 "health": {"status": "Healthy"},
-                "operationState": {"phase": "Succeeded", "message": "done"},
-                "somethingNew": {"x": 1},
+                "operationState": {
+                    "operation": {"sync": {"revision": SHA}, "initiatedBy": {"automated": true}},
+                    "phase": "Succeeded",
+                    "message": "successfully synced (all tasks run)",
+                    "startedAt": "2026-01-02T03:04:05Z",
+                    "finishedAt": "2026-01-02T03:04:06Z",
+                    "syncResult": {"revision": SHA, "source": {"repoURL": "https://git.example/web", "targetRevision": SHA}},
+                },
             },
         }),
     )
@@ -47,7 +53,7 @@ async fn synced_and_healthy() {
 async fn out_of_sync() {
     let ctx = context("status-out-of-sync").await;
     create_app(&ctx, "web", json!({
-        "spec": {"source": {"targetRevision": "main"}},
+        "spec": {"source": {"repoURL": "https://git.example/web", "targetRevision": "main"}},
         "status": {"sync": {"status": "OutOfSync", "revision": "aaaa"}, "health": {"status": "Healthy"}},
     }))
     .await;
@@ -68,11 +74,15 @@ async fn progressing_with_a_running_operation() {
         &ctx,
         "web",
         json!({
-            "spec": {"source": {"targetRevision": SHA}},
+            "spec": {"source": {"repoURL": "https://git.example/web", "targetRevision": SHA}},
             "status": {
                 "sync": {"status": "Synced", "revision": SHA},
                 "health": {"status": "Progressing"},
-                "operationState": {"phase": "Running"},
+                "operationState": {
+                    "operation": {"sync": {"revision": SHA}},
+                    "phase": "Running",
+                    "startedAt": "2026-01-02T03:04:05Z",
+                },
             },
         }),
     )
@@ -93,7 +103,7 @@ async fn missing_status_is_unknown() {
     create_app(
         &ctx,
         "new-app",
-        json!({"spec": {"source": {"targetRevision": "main"}}}),
+        json!({"spec": {"source": {"repoURL": "https://git.example/web", "targetRevision": "main"}}}),
     )
     .await;
     let argo = adapter(&ctx, PromoteOptions::default());
@@ -112,22 +122,77 @@ async fn missing_status_is_unknown() {
     );
 }
 
+/// The status of a multi-source app exactly as Argo CD writes it: one revision
+/// per source in `sync.revisions`, no `sync.revision`, and a `syncResult` whose
+/// `revision` is present but empty.
+fn multi_source_status(chart: &str, git: &str) -> serde_json::Value {
+    let sources = json!([
+        {"repoURL": "https://charts.example", "chart": "web", "targetRevision": chart},
+        {"repoURL": "https://git.example/web", "targetRevision": git, "ref": "values"},
+    ]);
+    json!({
+        "sync": {
+            "status": "Synced",
+            "comparedTo": {"sources": sources, "destination": {"server": "https://kubernetes.default.svc", "namespace": "web"}},
+            "revisions": [chart, git],
+        },
+        "health": {"status": "Healthy", "lastTransitionTime": "2026-01-02T03:04:06Z"},
+        "operationState": {
+            "operation": {"sync": {"revisions": [chart, git]}, "initiatedBy": {"automated": true}},
+            "phase": "Succeeded",
+            "startedAt": "2026-01-02T03:04:05Z",
+            "finishedAt": "2026-01-02T03:04:06Z",
+            "syncResult": {"revision": "", "revisions": [chart, git], "source": sources[0], "sources": sources},
+        },
+        "history": [{"id": 0, "revisions": [chart, git], "sources": sources,
+                     "deployedAt": "2026-01-02T03:04:06Z", "deployStartedAt": "2026-01-02T03:04:05Z"}],
+        "reconciledAt": "2026-01-02T03:04:06Z",
+    })
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn multi_source_revisions() {
     let ctx = context("status-multi-source").await;
+    let status = multi_source_status("1.4.2", SHA);
     create_app(
         &ctx,
         "web",
         json!({
-            "spec": {"sources": [
-                {"repoURL": "https://charts.example", "chart": "web", "targetRevision": "1.4.2"},
-                {"repoURL": "https://git.example/web", "targetRevision": SHA, "ref": "values"},
-            ]},
-            "status": {
-                "sync": {"status": "Synced", "revisions": ["1.4.2", SHA]},
-                "health": {"status": "Healthy"},
-            },
+            "spec": {"sources": status["sync"]["comparedTo"]["sources"].clone()},
+            "status": status,
         }),
+    )
+    .await;
+    let stored = json(&get_app(&ctx, "web").await);
+    // The real schema kept every field Argo CD writes.
+    assert_eq!(
+        stored["status"]["operationState"]["syncResult"]["revision"],
+        ""
+    );
+    assert_eq!(stored["status"]["sync"]["revisions"], json!(["1.4.2", SHA]));
+    let argo = adapter(&ctx, PromoteOptions::default());
+    let status = argo
+        .application_status(&app_ref(&ctx, IN_CLUSTER, "web"))
+        .await
+        .expect("status");
+    assert_eq!(status.revisions, vec!["1.4.2".to_string(), SHA.to_string()]);
+    assert_eq!(status.operation_phase.as_deref(), Some("Succeeded"));
+    assert!(status.deployed_at(SHA));
+    assert!(status.deployed_at(&SHA[..7]));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn multi_source_app_still_at_another_commit_is_not_deployed_at_ours() {
+    let ctx = context("status-multi-source-old").await;
+    let old = "fedcba9876543210fedcba9876543210fedcba98";
+    let status = multi_source_status("1.4.2", old);
+    let mut sources = status["sync"]["comparedTo"]["sources"].clone();
+    // The spec already asks for our commit; Argo CD has not synced it yet.
+    sources[1]["targetRevision"] = json!(SHA);
+    create_app(
+        &ctx,
+        "web",
+        json!({"spec": {"sources": sources}, "status": status}),
     )
     .await;
     let argo = adapter(&ctx, PromoteOptions::default());
@@ -135,8 +200,8 @@ async fn multi_source_revisions() {
         .application_status(&app_ref(&ctx, IN_CLUSTER, "web"))
         .await
         .expect("status");
-    assert_eq!(status.revisions, vec!["1.4.2".to_string(), SHA.to_string()]);
-    assert!(status.deployed_at(SHA));
+    assert_eq!(status.revisions, vec!["1.4.2".to_string(), old.to_string()]);
+    assert!(!status.deployed_at(SHA));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,14 +1,20 @@
 //! The installation artefacts in deploy/ against the real API server: the Helm
-//! chart (rendered without the helm binary, see deploy/helm.rs) and the plain
-//! manifests (`kubectl apply -k`) apply cleanly, describe the same objects and
-//! grant the same RBAC rules; and those rules are exactly what the controller
-//! needs: the real binary, authenticated as the chart's ServiceAccount, carries a
-//! pull request from its webhook to Completed, and fails clearly without one rule.
+//! chart (with the real `helm`: lint, template, install, upgrade; see
+//! deploy/helm.rs) and the plain manifests (`kubectl apply -k`) apply cleanly,
+//! describe the same objects and grant the same RBAC rules; and those rules are
+//! exactly what the controller needs: the real binary, authenticated as the
+//! chart's ServiceAccount, carries a pull request from its webhook to Completed,
+//! and fails clearly without one rule. deploy/approval.rs: the approval
+//! admission policy, from both.
 
+#[path = "deploy/approval.rs"]
+mod approval;
 #[path = "deploy/helm.rs"]
 mod helm;
 
 use hmac::{Hmac, Mac};
+use k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicy;
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
@@ -59,34 +65,65 @@ fn documents(text: &str, origin: &str) -> Vec<Value> {
         .collect()
 }
 
-/// What the chart installs: CRDs first, then every rendered document.
+/// What the chart installs (`helm template --include-crds`): CRDs first, then every template.
 fn render_chart(release: &str, namespace: &str, overrides: &serde_yaml::Value) -> Vec<Value> {
-    let rendered = helm::render(
-        &chart_dir(),
-        &helm::Release {
-            name: release,
-            namespace,
-        },
-        overrides,
-    )
-    .unwrap_or_else(|e| panic!("the chart does not render: {e}"));
-    assert!(
-        rendered.notes.contains(namespace),
-        "NOTES.txt renders: {}",
-        rendered.notes
-    );
-    let mut objects = Vec::new();
-    for (name, text) in rendered.crds.iter().chain(&rendered.templates) {
-        objects.extend(documents(text, name));
+    let text = helm::Helm::new("template")
+        .template(
+            &chart_dir(),
+            &helm::Release {
+                name: release,
+                namespace,
+            },
+            overrides,
+        )
+        .unwrap_or_else(|e| panic!("the chart does not render: {e}"));
+    documents(&text, "helm template")
+}
+
+/// Values that keep the chart's cluster-wide objects to this test: the approval
+/// policy guards the test's namespace only (a cluster-wide one would judge every
+/// other test's trackers), and the approver ClusterRole gets a name of its own.
+fn test_scoped(namespace: &str, approver_role: &str) -> serde_yaml::Value {
+    yaml(&format!(
+        r#"
+approval:
+  policy: {{namespaceSelector: {{matchLabels: {{kubernetes.io/metadata.name: {namespace}}}}}}}
+  approverRole: {{name: {approver_role}}}
+"#
+    ))
+}
+
+/// `base` with `over` merged in, as a second `-f` would.
+fn merged(mut base: serde_yaml::Value, over: &serde_yaml::Value) -> serde_yaml::Value {
+    fn merge(base: &mut serde_yaml::Value, over: &serde_yaml::Value) {
+        match (base, over) {
+            (serde_yaml::Value::Mapping(b), serde_yaml::Value::Mapping(o)) => {
+                for (k, v) in o {
+                    match b.get_mut(k) {
+                        Some(slot) => merge(slot, v),
+                        None => {
+                            b.insert(k.clone(), v.clone());
+                        }
+                    }
+                }
+            }
+            (slot, v) => *slot = v.clone(),
+        }
     }
-    objects
+    merge(&mut base, over);
+    base
 }
 
 /// Cluster-scoped kinds among ours; kustomize keeps its own list.
 fn cluster_scoped(kind: &str) -> bool {
     matches!(
         kind,
-        "Namespace" | "CustomResourceDefinition" | "ClusterRole" | "ClusterRoleBinding"
+        "Namespace"
+            | "CustomResourceDefinition"
+            | "ClusterRole"
+            | "ClusterRoleBinding"
+            | "ValidatingAdmissionPolicy"
+            | "ValidatingAdmissionPolicyBinding"
     )
 }
 
@@ -153,6 +190,13 @@ fn find<'a>(objects: &'a [Value], kind: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no {kind} among {:?}", kinds(objects)))
 }
 
+fn find_named<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    objects
+        .iter()
+        .find(|o| kind_of(o) == kind && name_of(o) == name)
+        .unwrap_or_else(|| panic!("no {kind} {name} among {:?}", kinds(objects)))
+}
+
 fn kinds(objects: &[Value]) -> Vec<String> {
     let mut k: Vec<String> = objects.iter().map(|o| kind_of(o).to_string()).collect();
     k.sort();
@@ -168,7 +212,8 @@ fn install_order(kind: &str) -> u8 {
         "ClusterRole" | "Role" => 3,
         "ClusterRoleBinding" | "RoleBinding" => 4,
         "ConfigMap" | "Secret" => 5,
-        _ => 6,
+        "ValidatingAdmissionPolicy" => 6,
+        _ => 7,
     }
 }
 
@@ -181,6 +226,7 @@ async fn apply(client: &Client, objects: &[Value], dry_run_kinds: &[&str]) {
             "apps",
             "rbac.authorization.k8s.io",
             "apiextensions.k8s.io",
+            "admissionregistration.k8s.io",
         ])
         .run()
         .await
@@ -246,8 +292,12 @@ fn env_of(objects: &[Value]) -> BTreeMap<String, Value> {
         .collect()
 }
 
-/// The RBAC rules of `kind` among `objects`, each as (apiGroups, resources, verbs), sorted.
-fn rules(objects: &[Value], kind: &str) -> Vec<(Vec<String>, Vec<String>, Vec<String>)> {
+/// The RBAC rules of the `kind` named `name` among `objects`, each as (apiGroups, resources, verbs), sorted.
+fn rules(
+    objects: &[Value],
+    kind: &str,
+    name: &str,
+) -> Vec<(Vec<String>, Vec<String>, Vec<String>)> {
     let strings = |v: &Value| -> Vec<String> {
         let mut s: Vec<String> = v
             .as_array()
@@ -258,7 +308,7 @@ fn rules(objects: &[Value], kind: &str) -> Vec<(Vec<String>, Vec<String>, Vec<St
         s.sort();
         s
     };
-    let mut out: Vec<_> = find(objects, kind)["rules"]
+    let mut out: Vec<_> = find_named(objects, kind, name)["rules"]
         .as_array()
         .expect("rules")
         .iter()
@@ -328,11 +378,27 @@ fn the_chart_crds_are_the_generated_ones() {
 fn the_chart_and_the_manifests_describe_the_same_controller() {
     let chart = render_chart("promotion-controller", "promotion-system", &yaml("{}"));
     let manifests = kustomize(&root().join("deploy/manifests"), None);
-    for kind in ["ClusterRole", "Role"] {
+    for (kind, name) in [
+        ("ClusterRole", "promotion-controller"),
+        ("Role", "promotion-controller"),
+        ("ClusterRole", "promotion-approver"),
+    ] {
         assert_eq!(
-            rules(&chart, kind),
-            rules(&manifests, kind),
-            "the chart's and the manifests' {kind} rules differ"
+            rules(&chart, kind, name),
+            rules(&manifests, kind, name),
+            "the chart's and the manifests' {kind} {name} rules differ"
+        );
+    }
+    // The same approval policy, bound the same way.
+    for kind in [
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+    ] {
+        let name = "promotion-controller-approval";
+        assert_eq!(
+            find_named(&chart, kind, name)["spec"],
+            find_named(&manifests, kind, name)["spec"],
+            "the chart's and the manifests' {kind} differ"
         );
     }
     // The same container (image, env, probes, ports, resources, security).
@@ -372,14 +438,61 @@ fn the_chart_and_the_manifests_describe_the_same_controller() {
     }
 }
 
+#[test]
+fn helm_lint_strict_passes_with_the_default_and_the_documented_values() {
+    let helm = helm::Helm::new("lint");
+    let out = helm
+        .lint(&chart_dir(), &yaml("{}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(out.contains("0 chart(s) failed"), "{out}");
+    // Every value of deploy/README.md's table set, as in the test below.
+    let out = helm
+        .lint(&chart_dir(), &every_value_changed("promotion", "team-a"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(out.contains("0 chart(s) failed"), "{out}");
+}
+
+#[test]
+fn helm_lint_strict_fails_on_a_broken_chart() {
+    // The lint above can fail: a chart whose template calls an undefined value
+    // function is refused (the same chart, one template broken, in a copy).
+    let copy = std::env::temp_dir().join(format!("promotion-chart-broken-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&copy);
+    copy_dir(&chart_dir(), &copy);
+    std::fs::write(
+        copy.join("templates/broken.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Values.nothing.here }}\n",
+    )
+    .expect("writing a broken template");
+    let result = helm::Helm::new("lint-broken").lint(&copy, &yaml("{}"));
+    let _ = std::fs::remove_dir_all(&copy);
+    let err = result.expect_err("helm lint --strict refuses the broken chart");
+    assert!(err.contains("broken.yaml"), "{err}");
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap_or_else(|e| panic!("{}: {e}", to.display()));
+    for entry in std::fs::read_dir(from).unwrap_or_else(|e| panic!("{}: {e}", from.display())) {
+        let path = entry.expect("entry").path();
+        let target = to.join(path.file_name().expect("a file name"));
+        if path.is_dir() {
+            copy_dir(&path, &target);
+        } else {
+            std::fs::copy(&path, &target).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn the_chart_applies_with_its_default_values() {
+async fn helm_installs_then_upgrades_the_chart_with_its_default_values() {
     let ctx = promotion_testenv::context("deploy-helm-defaults").await;
     let release = unique(&ctx.namespace, "pc");
-    let objects = render_chart(&release, &ctx.namespace, &yaml("{}"));
+    let values = test_scoped(&ctx.namespace, &format!("{release}-approver"));
+    let objects = render_chart(&release, &ctx.namespace, &values);
     assert_eq!(
         kinds(&objects),
         [
+            "ClusterRole",
             "ClusterRole",
             "ClusterRoleBinding",
             "ConfigMap",
@@ -389,7 +502,9 @@ async fn the_chart_applies_with_its_default_values() {
             "Role",
             "RoleBinding",
             "Service",
-            "ServiceAccount"
+            "ServiceAccount",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding",
         ]
     );
     let (_, config) = config_of(&objects);
@@ -405,13 +520,20 @@ async fn the_chart_applies_with_its_default_values() {
         container(&objects)["image"],
         "ghcr.io/promotion-controller/promotion-controller:0.1.0"
     );
-    apply(
-        &ctx.client,
-        &objects,
-        &["Deployment", "Service", "ConfigMap"],
-    )
-    .await;
-    // Really there: what the controller's identity and rights are made of.
+
+    // Installed for real: every object accepted by the API server (the pods
+    // never run: there are no nodes).
+    let helm = helm::Helm::new("install");
+    let rel = helm::Release {
+        name: &release,
+        namespace: &ctx.namespace,
+    };
+    helm.install(&ctx.kubeconfig, &chart_dir(), &rel, &values, false)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let notes = helm
+        .get(&ctx.kubeconfig, "notes", &rel)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(notes.contains(&ctx.namespace), "NOTES.txt renders: {notes}");
     let sa: Api<k8s_openapi::api::core::v1::ServiceAccount> =
         Api::namespaced(ctx.client.clone(), &ctx.namespace);
     sa.get(&release).await.expect("the ServiceAccount exists");
@@ -422,13 +544,71 @@ async fn the_chart_applies_with_its_default_values() {
         .get(&release)
         .await
         .expect("the ClusterRole exists");
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    let before = deployments
+        .get(&release)
+        .await
+        .expect("the Deployment exists");
+    Api::<ValidatingAdmissionPolicy>::all(ctx.client.clone())
+        .get(&format!("{release}-approval"))
+        .await
+        .expect("the approval policy exists");
+
+    // An upgrade with a changed configuration and log format rolls the pod template.
+    let changed = merged(
+        values.clone(),
+        &yaml("{logFormat: text, config: {argocd: {sync: true}}}"),
+    );
+    helm.install(&ctx.kubeconfig, &chart_dir(), &rel, &changed, true)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let after = deployments
+        .get(&release)
+        .await
+        .expect("the Deployment exists");
+    let template = |d: &Deployment| serde_json::to_value(&d.spec.template).expect("JSON");
+    let checksum =
+        |d: &Deployment| template(d)["metadata"]["annotations"]["checksum/config"].clone();
+    assert_ne!(
+        checksum(&after),
+        checksum(&before),
+        "a new config rolls the pod"
+    );
+    let env = template(&after)["spec"]["containers"][0]["env"].clone();
+    assert!(
+        env.as_array()
+            .is_some_and(|e| e.contains(&json!({"name": "PROMOTION_LOG_FORMAT", "value": "text"}))),
+        "{env}"
+    );
+    let config: k8s_openapi::api::core::v1::ConfigMap =
+        Api::namespaced(ctx.client.clone(), &ctx.namespace)
+            .get(&format!("{release}-config"))
+            .await
+            .expect("the ConfigMap exists");
+    let text = config
+        .data
+        .and_then(|d| d.get("config.yaml").cloned())
+        .unwrap_or_default();
+    let parsed = FileConfig::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    assert!(parsed.argocd.sync, "the upgrade changed the config: {text}");
+    let history = helm
+        .run(&[
+            "history",
+            &release,
+            "--namespace",
+            &ctx.namespace,
+            "--kubeconfig",
+            &ctx.kubeconfig.display().to_string(),
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        history.contains("deployed") && history.contains("superseded"),
+        "{history}"
+    );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_chart_applies_with_every_value_changed() {
-    let ctx = promotion_testenv::context("deploy-helm-values").await;
-    let name = unique(&ctx.namespace, "promotion");
-    let overrides = yaml(&format!(
+/// Every value of deploy/README.md's table changed from its default.
+fn every_value_changed(name: &str, approver_namespace: &str) -> serde_yaml::Value {
+    yaml(&format!(
         r#"
 image: {{repository: registry.example.com/tools/promotion, tag: "1.2.3", pullPolicy: Always}}
 imagePullSecrets: [{{name: regcred}}]
@@ -457,8 +637,18 @@ affinity:
     requiredDuringSchedulingIgnoredDuringExecution:
       nodeSelectorTerms:
         - matchExpressions: [{{key: kubernetes.io/arch, operator: In, values: [amd64, arm64]}}]
+approval:
+  policy: {{namespaceSelector: {{matchLabels: {{kubernetes.io/metadata.name: {approver_namespace}}}}}}}
+  approverRole: {{name: {name}-approver, aggregateToAdmin: true}}
 "#
-    ));
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn helm_installs_the_chart_with_every_value_changed() {
+    let ctx = promotion_testenv::context("deploy-helm-values").await;
+    let name = unique(&ctx.namespace, "promotion");
+    let overrides = every_value_changed(&name, &ctx.namespace);
     let objects = render_chart("ignored-release-name", &ctx.namespace, &overrides);
     assert!(
         objects
@@ -519,12 +709,26 @@ affinity:
         pod["metadata"]["annotations"]["checksum/config"],
         default_checksum
     );
-    apply(
-        &ctx.client,
-        &objects,
-        &["Deployment", "Service", "ConfigMap"],
-    )
-    .await;
+    let approver = find_named(&objects, "ClusterRole", &format!("{name}-approver"));
+    assert_eq!(
+        approver["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-admin"],
+        "true"
+    );
+    helm::Helm::new("install-values")
+        .install(
+            &ctx.kubeconfig,
+            &chart_dir(),
+            &helm::Release {
+                name: "ignored-release-name",
+                namespace: &ctx.namespace,
+            },
+            &overrides,
+            false,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    let installed = deployments.get(&name).await.expect("the Deployment exists");
+    assert_eq!(installed.spec.replicas, Some(2));
 
     // rbac.create=false: no RBAC at all, for clusters where it is managed elsewhere.
     let no_rbac = render_chart("x", &ctx.namespace, &yaml("rbac: {create: false}"));
@@ -553,6 +757,8 @@ async fn the_manifests_apply_as_kubectl_apply_k_would() {
         );
     }
     config_of(&objects);
+    let mut objects = objects;
+    own_approval_objects(&mut objects, &ctx.namespace, &unique(&ctx.namespace, "m"));
     apply(
         &ctx.client,
         &objects,
@@ -564,6 +770,35 @@ async fn the_manifests_apply_as_kubectl_apply_k_would() {
     sa.get("promotion-controller")
         .await
         .expect("the ServiceAccount exists");
+}
+
+/// The manifests' approval objects made this test's own, as a kustomize
+/// `nameSuffix` and a patch of the binding would: unique names, and a binding
+/// that guards `namespace` only (a cluster-wide one would judge every other
+/// test's trackers).
+fn own_approval_objects(objects: &mut [Value], namespace: &str, suffix: &str) {
+    for obj in objects.iter_mut() {
+        let kind = kind_of(obj).to_string();
+        let owned = matches!(
+            kind.as_str(),
+            "ValidatingAdmissionPolicy" | "ValidatingAdmissionPolicyBinding"
+        ) || (kind == "ClusterRole" && name_of(obj) == "promotion-approver");
+        if !owned {
+            continue;
+        }
+        let name = format!("{}-{suffix}", name_of(obj));
+        obj["metadata"]["name"] = json!(name);
+        if kind == "ValidatingAdmissionPolicyBinding" {
+            let policy = obj["spec"]["policyName"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            obj["spec"]["policyName"] = json!(format!("{policy}-{suffix}"));
+            obj["spec"]["matchResources"] = json!({"namespaceSelector": {
+                "matchLabels": {"kubernetes.io/metadata.name": namespace}
+            }});
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -852,23 +1087,22 @@ config:
        application: {{namespace: {argocd}, name: "shop-pr-${{PR_NUMBER}}"}}}}
 "#
     ));
-    let objects = render_chart(&release, &ctx.namespace, &overrides);
-    // Only the identity and its rights for real; the pod is this test's child process.
-    let rbac: Vec<Value> = objects
-        .iter()
-        .filter(|o| {
-            [
-                "ServiceAccount",
-                "ClusterRole",
-                "ClusterRoleBinding",
-                "Role",
-                "RoleBinding",
-            ]
-            .contains(&kind_of(o))
-        })
-        .cloned()
-        .collect();
-    apply(&client, &rbac, &[]).await;
+    // Installed by helm, every object for real; the pod is this test's child process.
+    let values = merged(
+        test_scoped(&ctx.namespace, &format!("{release}-approver")),
+        &overrides,
+    );
+    let helm = helm::Helm::new("install-binary");
+    let rel = helm::Release {
+        name: &release,
+        namespace: &ctx.namespace,
+    };
+    helm.install(&ctx.kubeconfig, &chart_dir(), &rel, &values, false)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let manifest = helm
+        .get(&ctx.kubeconfig, "manifest", &rel)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let objects = documents(&manifest, "helm get manifest");
     let secret: Secret = serde_json::from_value(json!({
         "metadata": {"name": "promotion-webhooks"},
         "stringData": {"github": WEBHOOK_SECRET}

@@ -3,7 +3,7 @@
 //! and builds opted-in Applications for tests and the demo.
 
 use futures::StreamExt;
-use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::api::{Api, DynamicObject, PostParams};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher;
 use promotion_argocd::{ALLOW_PROMOTION_FROM, application_resource};
@@ -21,10 +21,10 @@ const ATTEMPTS: usize = 5;
 
 /// Acts as Argo CD would for Applications in all namespaces: when
 /// `spec.source.targetRevision` (or `spec.sources[*].targetRevision`) differs from
-/// `status.sync.revision(s)`, after `delay` sets `status.sync` {Synced, revision(s)},
-/// `status.health.status` Healthy and `status.operationState.phase` Succeeded, and
-/// removes a finished `operation` and the refresh annotation. The CRD has no status
-/// subresource, so the main resource is patched. Runs until the handle is aborted.
+/// `status.sync.revision(s)`, after `delay` writes the status Argo CD writes after a
+/// successful sync (see `synced_status`), and removes the finished `operation` and
+/// the refresh annotation. The CRD has no status subresource, so the main resource
+/// is written. Runs until the handle is aborted.
 pub fn spawn_syncer(client: kube::Client, delay: Duration) -> tokio::task::JoinHandle<()> {
     tokio::spawn(run(
         Api::all_with(client.clone(), &application_resource()),
@@ -57,7 +57,7 @@ pub fn application(
     policy_namespace: &str,
     environment: &str,
 ) -> Value {
-    json!({
+    let app = json!({
         "apiVersion": "argoproj.io/v1alpha1",
         "kind": "Application",
         "metadata": {
@@ -76,8 +76,8 @@ pub fn application(
             "destination": {"server": "https://kubernetes.default.svc", "namespace": environment},
             "syncPolicy": {"automated": {"prune": true, "selfHeal": true}},
         },
-        "status": synced_status(&Targets::Single(revision.to_owned())),
-    })
+    });
+    with_synced_status(app)
 }
 
 /// What the spec asks to be deployed.
@@ -87,33 +87,31 @@ enum Targets {
     Multi(Vec<String>),
 }
 
-fn targets(data: &Value) -> Option<Targets> {
-    let spec = data.get("spec")?;
-    if let Some(sources) = spec
-        .get("sources")
+/// A source's target revision; Argo CD reads a missing or empty one as HEAD.
+fn target_revision(source: &Value) -> String {
+    source
+        .get("targetRevision")
+        .and_then(Value::as_str)
+        .filter(|r| !r.is_empty())
+        .unwrap_or("HEAD")
+        .to_owned()
+}
+
+/// `spec.sources` when the app is multi-source (Argo CD then ignores `spec.source`).
+fn sources(data: &Value) -> Option<&Vec<Value>> {
+    data.pointer("/spec/sources")
         .and_then(Value::as_array)
         .filter(|s| !s.is_empty())
-    {
+}
+
+fn targets(data: &Value) -> Option<Targets> {
+    if let Some(sources) = sources(data) {
         return Some(Targets::Multi(
-            sources
-                .iter()
-                .map(|s| {
-                    s.get("targetRevision")
-                        .and_then(Value::as_str)
-                        .unwrap_or("HEAD")
-                        .to_owned()
-                })
-                .collect(),
+            sources.iter().map(target_revision).collect(),
         ));
     }
-    let single = spec.get("source")?;
-    Some(Targets::Single(
-        single
-            .get("targetRevision")
-            .and_then(Value::as_str)
-            .unwrap_or("HEAD")
-            .to_owned(),
-    ))
+    data.pointer("/spec/source")
+        .map(|single| Targets::Single(target_revision(single)))
 }
 
 /// The targets, when the status does not show them deployed yet.
@@ -139,30 +137,128 @@ fn out_of_sync(data: &Value) -> Option<Targets> {
     (have.as_ref() != Some(&want)).then_some(want)
 }
 
-fn synced_status(targets: &Targets) -> Value {
-    let now = crate::runtime::rfc3339(SystemTime::now());
-    let (sync, result) = match targets {
-        Targets::Single(r) => (
-            json!({"status": "Synced", "revision": r}),
-            json!({"revision": r}),
-        ),
-        Targets::Multi(rs) => (
-            json!({"status": "Synced", "revisions": rs, "revision": null}),
-            json!({"revisions": rs}),
-        ),
+/// Argo CD's default `spec.revisionHistoryLimit`.
+const HISTORY_LIMIT: usize = 10;
+
+/// The status Argo CD leaves on an app after a successful sync to `want`, as
+/// its application controller writes it (v3.6, `controller/state.go` and
+/// `controller/sync.go`): `sync` with what was compared, `revision` for a
+/// single-source app and `revisions` (one per source) for a multi-source one;
+/// `health`; `operationState` with the operation that ran and its `syncResult`
+/// (whose `revision` is always present, empty for a multi-source app); one more
+/// `history` entry; `reconciledAt`. Fields of `status` it does not own are kept.
+fn synced_status(data: &Value, want: &Targets, now: &str) -> Value {
+    let previous = data.get("status").cloned().unwrap_or_else(|| json!({}));
+    let mut status = match previous {
+        Value::Object(map) => map,
+        _ => Map::new(),
     };
-    json!({
-        "sync": sync,
-        "health": {"status": "Healthy"},
-        "operationState": {
+    let destination = data
+        .pointer("/spec/destination")
+        .cloned()
+        .unwrap_or_else(|| json!({}));
+    let source = data.pointer("/spec/source").cloned();
+    let all_sources = sources(data).cloned();
+    // An operation someone asked for (a promotion's sync) is the one that ran;
+    // otherwise automated sync started one of its own.
+    let operation = data
+        .get("operation")
+        .filter(|o| o.is_object())
+        .cloned()
+        .unwrap_or_else(|| {
+            let sync = match want {
+                Targets::Single(r) => json!({"revision": r, "prune": true}),
+                Targets::Multi(rs) => json!({"revisions": rs, "prune": true}),
+            };
+            json!({"sync": sync, "initiatedBy": {"automated": true}, "retry": {}})
+        });
+    let initiated_by = operation
+        .get("initiatedBy")
+        .cloned()
+        .unwrap_or_else(|| json!({}));
+    let next_id = status
+        .get("history")
+        .and_then(Value::as_array)
+        .and_then(|h| h.last())
+        .and_then(|last| last.get("id"))
+        .and_then(Value::as_i64)
+        .map_or(0, |id| id + 1);
+    let (sync, result, entry) = match want {
+        Targets::Multi(rs) => {
+            let list = Value::Array(all_sources.unwrap_or_default());
+            let first = list.get(0).cloned().unwrap_or_else(|| json!({}));
+            (
+                json!({
+                    "status": "Synced",
+                    "comparedTo": {"sources": list, "destination": destination},
+                    "revisions": rs,
+                }),
+                json!({"revision": "", "revisions": rs, "source": first, "sources": list}),
+                json!({"revisions": rs, "sources": list}),
+            )
+        }
+        Targets::Single(r) => {
+            let source = source.unwrap_or_else(|| json!({}));
+            (
+                json!({
+                    "status": "Synced",
+                    "comparedTo": {"source": source, "destination": destination},
+                    "revision": r,
+                }),
+                json!({"revision": r, "source": source}),
+                json!({"revision": r, "source": source}),
+            )
+        }
+    };
+    let mut history: Vec<Value> = status
+        .get("history")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mut entry = entry;
+    entry["id"] = json!(next_id);
+    entry["deployStartedAt"] = json!(now);
+    entry["deployedAt"] = json!(now);
+    entry["initiatedBy"] = initiated_by;
+    history.push(entry);
+    let excess = history.len().saturating_sub(HISTORY_LIMIT);
+    history.drain(..excess);
+
+    let was_healthy = status
+        .get("health")
+        .and_then(|h| h.get("status"))
+        .and_then(Value::as_str)
+        == Some("Healthy");
+    let health = if was_healthy {
+        status.get("health").cloned().unwrap_or_default()
+    } else {
+        json!({"status": "Healthy", "lastTransitionTime": now})
+    };
+    status.insert("sync".into(), sync);
+    status.insert("health".into(), health);
+    status.insert(
+        "operationState".into(),
+        json!({
+            "operation": operation,
             "phase": "Succeeded",
             "message": "successfully synced (all tasks run)",
+            "syncResult": result,
             "startedAt": now,
             "finishedAt": now,
-            "syncResult": result,
-        },
-        "reconciledAt": now,
-    })
+        }),
+    );
+    status.insert("history".into(), Value::Array(history));
+    status.insert("reconciledAt".into(), json!(now));
+    Value::Object(status)
+}
+
+/// An app body with its status set as Argo CD's would be after syncing its spec.
+fn with_synced_status(mut app: Value) -> Value {
+    if let Some(want) = targets(&app) {
+        let now = crate::runtime::rfc3339(SystemTime::now());
+        app["status"] = synced_status(&app, &want, &now);
+    }
+    app
 }
 
 async fn run(api: Api<DynamicObject>, client: kube::Client, delay: Duration) {
@@ -215,42 +311,35 @@ async fn run(api: Api<DynamicObject>, client: kube::Client, delay: Duration) {
     }
 }
 
-/// Marks the app synced at what its spec targets now; guarded by resourceVersion,
-/// so a spec that moves meanwhile is never reported synced at the old revision.
+/// Marks the app synced at what its spec targets now. The CRD has no status
+/// subresource, so the whole object is written back (a merge patch would leave
+/// stale keys inside `status.sync.comparedTo`); the read resourceVersion guards
+/// it, so a spec that moves meanwhile is never reported synced at the old revision.
 async fn sync(api: &Api<DynamicObject>, name: &str) -> Result<(), kube::Error> {
     for _ in 0..ATTEMPTS {
-        let app = match api.get_opt(name).await? {
+        let mut app = match api.get_opt(name).await? {
             Some(app) => app,
             None => return Ok(()),
         };
         let Some(want) = out_of_sync(&app.data) else {
             return Ok(());
         };
-        let mut metadata = Map::new();
-        if let Some(rv) = &app.metadata.resource_version {
-            metadata.insert("resourceVersion".into(), json!(rv));
-        }
-        if app
-            .metadata
-            .annotations
-            .as_ref()
-            .is_some_and(|a| a.contains_key(REFRESH_ANNOTATION))
-        {
-            metadata.insert(
-                "annotations".into(),
-                json!({ REFRESH_ANNOTATION: Value::Null }),
-            );
-        }
-        let mut patch = json!({"metadata": metadata, "status": synced_status(&want)});
-        if app.data.get("operation").is_some() {
+        let now = crate::runtime::rfc3339(SystemTime::now());
+        let status = synced_status(&app.data, &want, &now);
+        if let Some(data) = app.data.as_object_mut() {
+            data.insert("status".into(), status);
             // The operation ran: Argo CD removes it.
-            patch["operation"] = Value::Null;
+            data.remove("operation");
         }
-        let params = PatchParams {
+        if let Some(annotations) = app.metadata.annotations.as_mut() {
+            annotations.remove(REFRESH_ANNOTATION);
+        }
+        app.metadata.managed_fields = None;
+        let params = PostParams {
             field_manager: Some(FIELD_MANAGER.into()),
-            ..PatchParams::default()
+            ..PostParams::default()
         };
-        match api.patch(name, &params, &Patch::Merge(&patch)).await {
+        match api.replace(name, &params, &app).await {
             Ok(_) => {
                 tracing::debug!(app = %name, ?want, "stand-in synced the application");
                 return Ok(());
@@ -266,6 +355,8 @@ async fn sync(api: &Api<DynamicObject>, name: &str) -> Result<(), kube::Error> {
 mod tests {
     use super::*;
 
+    const NOW: &str = "2026-01-02T03:04:05Z";
+
     #[test]
     fn a_new_application_is_in_sync_and_a_moved_one_is_not() {
         let mut app = application("argocd", "shop-dev", "abc", "team-a", "dev");
@@ -276,12 +367,106 @@ mod tests {
         );
         app["spec"]["source"]["targetRevision"] = json!("def");
         assert_eq!(out_of_sync(&app), Some(Targets::Single("def".into())));
-        app["spec"]["sources"] = json!([{"targetRevision": "x"}, {"targetRevision": "y"}]);
-        assert_eq!(
-            out_of_sync(&app),
-            Some(Targets::Multi(vec!["x".into(), "y".into()]))
-        );
-        app["status"] = synced_status(&Targets::Multi(vec!["x".into(), "y".into()]));
+        app["spec"]["sources"] = json!([
+            {"repoURL": "https://charts.example", "targetRevision": "x"},
+            {"repoURL": "https://git.example", "targetRevision": "y"},
+        ]);
+        let want = Targets::Multi(vec!["x".into(), "y".into()]);
+        assert_eq!(out_of_sync(&app), Some(want.clone()));
+        app["status"] = synced_status(&app, &want, NOW);
         assert_eq!(out_of_sync(&app), None);
+    }
+
+    #[test]
+    fn single_source_status_is_argo_cds() {
+        let app = application("argocd", "web", "abc", "team-a", "dev");
+        let status = synced_status(&app, &Targets::Single("abc".into()), NOW);
+        assert_eq!(status["sync"]["status"], "Synced");
+        assert_eq!(status["sync"]["revision"], "abc");
+        assert!(status["sync"].get("revisions").is_none());
+        assert_eq!(
+            status["sync"]["comparedTo"]["source"],
+            app["spec"]["source"]
+        );
+        assert_eq!(
+            status["sync"]["comparedTo"]["destination"],
+            app["spec"]["destination"]
+        );
+        assert_eq!(status["health"]["status"], "Healthy");
+        let op = &status["operationState"];
+        assert_eq!(op["phase"], "Succeeded");
+        assert_eq!(op["startedAt"], NOW);
+        assert_eq!(op["finishedAt"], NOW);
+        assert_eq!(op["operation"]["initiatedBy"]["automated"], true);
+        assert_eq!(op["operation"]["sync"]["revision"], "abc");
+        assert_eq!(op["syncResult"]["revision"], "abc");
+        assert!(op["syncResult"].get("revisions").is_none());
+        assert_eq!(op["syncResult"]["source"], app["spec"]["source"]);
+        assert_eq!(status["reconciledAt"], NOW);
+        // `application` already recorded one sync; this is the second.
+        assert_eq!(status["history"][1]["id"], 1);
+        assert_eq!(status["history"][1]["revision"], "abc");
+    }
+
+    #[test]
+    fn multi_source_status_lists_one_revision_per_source() {
+        let mut app = application("argocd", "web", "abc", "team-a", "dev");
+        let sources = json!([
+            {"repoURL": "https://charts.example", "chart": "web", "targetRevision": "1.4.2"},
+            {"repoURL": "https://git.example/web", "ref": "values", "targetRevision": "def"},
+        ]);
+        app["spec"]["sources"] = sources.clone();
+        let want = out_of_sync(&app).unwrap_or_else(|| panic!("the sources moved"));
+        let status = synced_status(&app, &want, NOW);
+        assert_eq!(status["sync"]["revisions"], json!(["1.4.2", "def"]));
+        // Argo CD omits `revision` for a multi-source app (the old one is gone)...
+        assert!(status["sync"].get("revision").is_none(), "{status}");
+        assert_eq!(status["sync"]["comparedTo"]["sources"], sources);
+        // ...but its syncResult always carries one, empty.
+        let result = &status["operationState"]["syncResult"];
+        assert_eq!(result["revision"], "");
+        assert_eq!(result["revisions"], json!(["1.4.2", "def"]));
+        assert_eq!(result["source"], sources[0]);
+        assert_eq!(result["sources"], sources);
+        let last = status["history"].as_array().and_then(|h| h.last()).cloned();
+        assert_eq!(
+            last.map(|l| l["revisions"].clone()),
+            Some(json!(["1.4.2", "def"]))
+        );
+    }
+
+    #[test]
+    fn a_requested_operation_is_the_one_recorded() {
+        let mut app = application("argocd", "web", "abc", "team-a", "dev");
+        app["spec"]["source"]["targetRevision"] = json!("def");
+        app["operation"] = json!({
+            "initiatedBy": {"username": "promotion-controller", "automated": false},
+            "sync": {"revision": "def"},
+        });
+        let status = synced_status(&app, &Targets::Single("def".into()), NOW);
+        assert_eq!(status["operationState"]["operation"], app["operation"]);
+        let last = status["history"].as_array().and_then(|h| h.last()).cloned();
+        assert_eq!(
+            last.map(|l| l["initiatedBy"]["username"].clone()),
+            Some(json!("promotion-controller"))
+        );
+    }
+
+    #[test]
+    fn history_keeps_the_last_ten() {
+        let mut app = application("argocd", "web", "r0", "team-a", "dev");
+        for i in 1..15 {
+            app["spec"]["source"]["targetRevision"] = json!(format!("r{i}"));
+            let want = out_of_sync(&app).unwrap_or_else(|| panic!("moved"));
+            app["status"] = synced_status(&app, &want, NOW);
+        }
+        let history = app["status"]["history"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(history.len(), HISTORY_LIMIT);
+        assert_eq!(history[0]["id"], 5);
+        assert_eq!(history[9]["id"], 14);
+        assert_eq!(history[9]["revision"], "r14");
     }
 }

@@ -1,8 +1,8 @@
-//! Finding, and when missing building, the upstream etcd and kube-apiserver.
+//! Finding, and when missing building, the upstream etcd, kube-apiserver and helm.
 //!
-//! No prebuilt Kubernetes binary can be downloaded here, so both are compiled
-//! from their Go modules (see `tools/control-plane/go.mod`) and cached outside
-//! the work tree, keyed by version: the second run costs nothing.
+//! No prebuilt binary can be downloaded here, so each is compiled from its Go
+//! module (pinned in `tools/control-plane/go.mod` and `tools/helm/go.mod`) and
+//! cached outside the work tree, keyed by version: the second run costs nothing.
 
 use crate::Error;
 use std::io::{BufRead, BufReader};
@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 pub const KUBERNETES_VERSION: &str = "v1.37.2";
 /// The etcd release, the one Kubernetes 1.37 itself requires.
 pub const ETCD_VERSION: &str = "v3.7.0";
+/// The Helm release the deploy tests install the chart with (pinned in `tools/helm/go.mod`).
+pub const HELM_VERSION: &str = "v4.3.1";
 
 /// Where the two binaries of one version pair live.
 #[derive(Clone, Debug)]
@@ -54,9 +56,54 @@ pub fn cached() -> Option<Binaries> {
     (bins.etcd.is_file() && bins.kube_apiserver.is_file()).then_some(bins)
 }
 
-/// The Go tool module that pins both builds.
+/// The Go tool module that pins both control-plane builds.
 pub fn tool_module() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tools/control-plane")
+}
+
+/// The Go tool module that pins the helm build.
+pub fn helm_tool_module() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tools/helm")
+}
+
+/// The directory of the pinned helm version.
+pub fn helm_dir() -> PathBuf {
+    cache_root().join("helm").join(HELM_VERSION)
+}
+
+/// The helm binary, if already built.
+pub fn cached_helm() -> Option<PathBuf> {
+    let helm = helm_dir().join("helm");
+    helm.is_file().then_some(helm)
+}
+
+/// Returns the cached helm binary, building it first when missing (a minute or
+/// more, once), behind the same lock as the control plane's builds.
+pub fn ensure_helm() -> Result<PathBuf, Error> {
+    if let Some(helm) = cached_helm() {
+        return Ok(helm);
+    }
+    let dir = helm_dir();
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    let _lock = FileLock::acquire(&build_lock()?)?;
+    let ldflags = format!("-s -w -X helm.sh/helm/v4/internal/version.version={HELM_VERSION}");
+    build_one(&GoBuild {
+        name: "helm",
+        module: &format!("helm.sh/helm/v4 {HELM_VERSION}"),
+        package: "helm.sh/helm/v4/cmd/helm",
+        tool_module: helm_tool_module(),
+        ldflags,
+        out: dir.join("helm"),
+    })?;
+    cached_helm().ok_or_else(|| Error::Build("helm missing after a successful build".into()))
+}
+
+/// One lock for every build into the cache: two Go builds at once on a small
+/// machine take longer than one after the other.
+fn build_lock() -> Result<PathBuf, Error> {
+    let root = cache_root();
+    std::fs::create_dir_all(&root).map_err(|e| Error::io(&root, e))?;
+    Ok(root.join(".build.lock"))
 }
 
 /// Returns the cached binaries, building the missing ones first (minutes, once).
@@ -67,47 +114,77 @@ pub fn ensure_built() -> Result<Binaries, Error> {
     let dir = version_dir();
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     // Two test binaries may ask at once; only one builds, the other waits.
-    let _lock = FileLock::acquire(&dir.join(".build.lock"))?;
-    build_one(
-        "etcd",
-        &format!("go.etcd.io/etcd/server/v3 {ETCD_VERSION}"),
-        "go.etcd.io/etcd/server/v3",
-        &dir.join("etcd"),
-    )?;
-    build_one(
-        "kube-apiserver",
-        &format!("k8s.io/kubernetes {KUBERNETES_VERSION}"),
-        "k8s.io/kubernetes/cmd/kube-apiserver",
-        &dir.join("kube-apiserver"),
-    )?;
+    let _lock = FileLock::acquire(&build_lock()?)?;
+    let ldflags = kubernetes_ldflags();
+    build_one(&GoBuild {
+        name: "etcd",
+        module: &format!("go.etcd.io/etcd/server/v3 {ETCD_VERSION}"),
+        package: "go.etcd.io/etcd/server/v3",
+        tool_module: tool_module(),
+        ldflags: ldflags.clone(),
+        out: dir.join("etcd"),
+    })?;
+    build_one(&GoBuild {
+        name: "kube-apiserver",
+        module: &format!("k8s.io/kubernetes {KUBERNETES_VERSION}"),
+        package: "k8s.io/kubernetes/cmd/kube-apiserver",
+        tool_module: tool_module(),
+        ldflags,
+        out: dir.join("kube-apiserver"),
+    })?;
     cached().ok_or_else(|| Error::Build("binaries missing after a successful build".into()))
 }
 
-fn build_one(name: &str, module: &str, package: &str, out: &Path) -> Result<(), Error> {
-    if out.is_file() {
-        return Ok(());
-    }
+/// What one `go build` of a pinned command makes.
+struct GoBuild<'a> {
+    /// The binary's name, for progress lines.
+    name: &'a str,
+    /// The module and version, for progress lines.
+    module: &'a str,
+    /// The package of the command.
+    package: &'a str,
+    /// The tool module whose go.mod pins it.
+    tool_module: PathBuf,
+    ldflags: String,
+    out: PathBuf,
+}
+
+/// The version stamp Kubernetes' own build puts in its binaries.
+fn kubernetes_ldflags() -> String {
     let minor = KUBERNETES_VERSION
         .trim_start_matches('v')
         .split('.')
         .nth(1)
         .unwrap_or("0");
-    let ldflags = format!(
+    format!(
         "-s -w -X k8s.io/component-base/version.gitVersion={KUBERNETES_VERSION} \
          -X k8s.io/component-base/version.gitMajor=1 \
          -X k8s.io/component-base/version.gitMinor={minor} \
          -X k8s.io/component-base/version.gitTreeState=clean"
-    );
+    )
+}
+
+fn build_one(build: &GoBuild<'_>) -> Result<(), Error> {
+    let GoBuild {
+        name,
+        module,
+        package,
+        ..
+    } = *build;
+    let out = build.out.as_path();
+    if out.is_file() {
+        return Ok(());
+    }
     let tmp = out.with_extension("partial");
     eprintln!(
-        "[control-plane] building {name} from {module} (first time only; a cold build takes minutes)"
+        "[build] building {name} from {module} (first time only; a cold build takes minutes)"
     );
     let started = Instant::now();
     let mut child = Command::new("go")
-        .current_dir(tool_module())
+        .current_dir(&build.tool_module)
         .env("CGO_ENABLED", "0")
         .env("GOTOOLCHAIN", "local")
-        .args(["build", "-v", "-trimpath", "-ldflags", &ldflags, "-o"])
+        .args(["build", "-v", "-trimpath", "-ldflags", &build.ldflags, "-o"])
         .arg(&tmp)
         .arg(package)
         .stdout(Stdio::null())
@@ -122,7 +199,7 @@ fn build_one(name: &str, module: &str, package: &str, out: &Path) -> Result<(), 
             compiled += 1;
             if last_report.elapsed() > Duration::from_secs(15) {
                 eprintln!(
-                    "[control-plane]   {name}: {compiled} packages, {:.0?} elapsed",
+                    "[build]   {name}: {compiled} packages, {:.0?} elapsed",
                     started.elapsed()
                 );
                 last_report = Instant::now();
@@ -141,7 +218,7 @@ fn build_one(name: &str, module: &str, package: &str, out: &Path) -> Result<(), 
         )));
     }
     std::fs::rename(&tmp, out).map_err(|e| Error::io(out, e))?;
-    eprintln!("[control-plane] built {name} in {:.0?}", started.elapsed());
+    eprintln!("[build] built {name} in {:.0?}", started.elapsed());
     Ok(())
 }
 

@@ -9,10 +9,10 @@ use promotion_testenv::TestContext;
 use serde_json::Value;
 use std::sync::Arc;
 
-/// A test's control-plane context, with the Application CRD installed.
+/// A test's control-plane context, with Argo CD's own Application CRD installed.
 pub async fn context(name: &str) -> TestContext {
     let ctx = promotion_testenv::context(name).await;
-    let crd = promotion_argocd::testing::application_crd().expect("the test CRD parses");
+    let crd = promotion_argocd::testing::application_crd().expect("Argo CD's CRD parses");
     promotion_testenv::install_crd_objects(&ctx.client, vec![crd])
         .await
         .expect("installing the Application CRD");
@@ -31,7 +31,17 @@ pub fn apps(ctx: &TestContext) -> Api<DynamicObject> {
 }
 
 /// Creates an Application from `body` (spec, status, operation, metadata.annotations).
+///
+/// `spec.project` and `spec.destination`, which Argo CD's schema requires and no
+/// test here is about, default to what most apps have.
 pub async fn create_app(ctx: &TestContext, name: &str, mut body: Value) -> DynamicObject {
+    if body["spec"].get("project").is_none() {
+        body["spec"]["project"] = "default".into();
+    }
+    if body["spec"].get("destination").is_none() {
+        body["spec"]["destination"] =
+            serde_json::json!({"server": "https://kubernetes.default.svc", "namespace": name});
+    }
     body["apiVersion"] = "argoproj.io/v1alpha1".into();
     body["kind"] = "Application".into();
     body["metadata"]["name"] = name.into();

@@ -1,12 +1,3 @@
-{{/*
-Only a small subset of Helm's template language is used in this chart, so the
-test in crates/controller/tests/deploy.rs can render it without the helm binary
-(which this project cannot install): .Values, .Release.Name/.Namespace/.Service,
-.Chart.Name/.Version/.AppVersion, if/else/with/range (over lists only), define
-and include, and the functions toYaml, nindent, indent, quote, default,
-sha256sum and printf. Keep to it, or extend the test's renderer first.
-*/}}
-
 {{/* The name of every object: the release name unless overridden. */}}
 {{- define "promotion-controller.fullname" -}}
 {{ default .Release.Name .Values.fullnameOverride }}
