@@ -1,0 +1,82 @@
+//! What one reconcile works with: the tracker, the status being built, and the
+//! helpers every phase uses to save it and tell people about it.
+
+use crate::conditions;
+use crate::policy_cache::{CachedPolicy, LookupError, PolicyCache};
+use crate::ports::{DomainEvent, EventRecorder, EventType, StoreError, TrackerStore};
+use crate::variables::Variables;
+use promotion_api::{PullRequestTracker, PullRequestTrackerStatus};
+use std::sync::Arc;
+
+/// What one reconcile works with.
+pub(super) struct Step<'a> {
+    pub(super) tracker: &'a PullRequestTracker,
+    pub(super) status: PullRequestTrackerStatus,
+    pub(super) policies: &'a PolicyCache,
+    pub(super) store: &'a dyn TrackerStore,
+    pub(super) events: &'a dyn EventRecorder,
+}
+
+impl Step<'_> {
+    pub(super) fn generation(&self) -> Option<i64> {
+        self.tracker.metadata.generation
+    }
+
+    pub(super) fn annotation(&self, key: &str) -> Option<&String> {
+        self.tracker
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(key))
+    }
+
+    pub(super) fn environment(&self) -> String {
+        self.status
+            .current_environment
+            .clone()
+            .unwrap_or_else(|| self.tracker.spec.environment.clone())
+    }
+
+    pub(super) fn lookup(&self) -> Result<Arc<CachedPolicy>, LookupError> {
+        let labels = self.tracker.metadata.labels.clone().unwrap_or_default();
+        let ns = self.tracker.metadata.namespace.clone().unwrap_or_default();
+        self.policies.lookup(&ns, &self.environment(), &labels)
+    }
+
+    pub(super) fn vars(&self, policy: &CachedPolicy) -> Variables {
+        Variables::for_hop(
+            self.tracker,
+            &policy.spec.source_environment,
+            &policy.spec.target_environment,
+        )
+    }
+
+    pub(super) async fn save(&mut self) -> Result<(), StoreError> {
+        self.status.observed_generation = self.generation();
+        self.store.save(&self.status).await
+    }
+
+    pub(super) async fn event(&self, type_: EventType, reason: &str, note: impl Into<String>) {
+        self.events
+            .publish(DomainEvent {
+                type_,
+                reason: reason.into(),
+                note: note.into(),
+            })
+            .await;
+    }
+
+    pub(super) fn condition(&mut self, type_: &str, ok: bool, reason: &str, message: impl Into<String>) {
+        let g = self.generation();
+        conditions::set(&mut self.status.conditions, type_, ok, reason, message, g);
+    }
+
+    pub(super) fn pr_label(&self) -> String {
+        let s = &self.tracker.spec;
+        format!("{}/{}#{}", s.repository.owner, s.repository.name, s.number)
+    }
+
+    pub(super) fn short_sha(&self) -> String {
+        self.tracker.spec.head_sha.chars().take(7).collect()
+    }
+}
