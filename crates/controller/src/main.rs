@@ -99,6 +99,15 @@ async fn main() -> anyhow::Result<()> {
     let config = ControllerConfig {
         engine: EngineConfig {
             poll_interval: args.poll_interval,
+            deploy_timeout: args.deploy_timeout,
+            // A policy test naming a connection that is not configured is invalid on the policy.
+            connections: Some(
+                file.connections
+                    .iter()
+                    .filter(|c| c.kind != "github")
+                    .map(|c| c.name.clone())
+                    .collect(),
+            ),
             ..EngineConfig::default()
         },
         namespace: args.namespace.clone(),

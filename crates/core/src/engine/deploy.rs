@@ -1,9 +1,11 @@
-//! Deploying: wait until Argo CD runs the PR's revision, Synced and Healthy, in the current environment.
+//! Deploying: wait until Argo CD runs the PR's revision, Synced and Healthy, in
+//! the current environment, at most until the deploy deadline (the policy's
+//! deployTimeout, or the controller's default); then Deploying fails.
 
-use super::{Engine, EngineError, Next, Step};
-use super::backoff;
+use super::{Engine, EngineError, Next, Step, backoff};
 use crate::conditions::{self, types};
 use crate::ports::EventType;
+use k8s_openapi::jiff::Timestamp;
 use promotion_api::Phase;
 
 impl Engine {
@@ -43,6 +45,27 @@ impl Engine {
                     st.health,
                     s.short_sha()
                 );
+                let deadline = s
+                    .status
+                    .deploy_deadline
+                    .get_or_insert_with(|| {
+                        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                            Timestamp::now() + self.config.deploy_timeout,
+                        )
+                    })
+                    .clone();
+                if Timestamp::now() >= deadline.0 {
+                    let why = format!(
+                        "deploy timed out: {} did not become Synced and Healthy at {} in {env} by {}: it is {:?}/{:?} at {at}",
+                        app.name,
+                        s.short_sha(),
+                        deadline.0,
+                        st.sync,
+                        st.health
+                    );
+                    s.condition(types::SYNCED, false, "DeployTimedOut", why.clone());
+                    return self.fail(s, "DeployTimedOut", vec![why]).await;
+                }
                 if s.status.message.as_deref() != Some(msg.as_str()) {
                     s.status.message = Some(msg.clone());
                     let g = s.generation();
@@ -74,5 +97,4 @@ impl Engine {
             }
         }
     }
-
 }

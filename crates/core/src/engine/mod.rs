@@ -5,30 +5,39 @@
 //! can without waiting, saving status before every side effect that must happen
 //! once. Any call may be the first after a crash.
 //!
-//! One module per phase, so each rule has one home: [`deploy`] (Deploying),
-//! [`gate`] (Synced, Testing), [`approval`] (AwaitingApproval), [`promote`]
-//! (Promoting), [`lifecycle`] (close, new push, failure, retry).
+//! One module per phase, so each rule has one home: [`deploy`] (Deploying and
+//! its timeout), [`gate`] (Synced, Testing: the policy snapshot, timeouts),
+//! [`approval`] (AwaitingApproval: approvals bound to a target and a SHA),
+//! [`occupancy`] (Queued: one PR per environment, verdicts re-checked),
+//! [`promote`] (Promoting, the bounded audit trail), [`lifecycle`] (close,
+//! reopen, new push, failure, retry, deletion, interrupted promotions).
 
 mod approval;
 mod deploy;
 mod gate;
 mod lifecycle;
+mod occupancy;
 mod promote;
 mod step;
 
 use crate::ports::{
-    ArgoCdClient, EventRecorder, EventType, GitHubClient, StoreError, TestRunner, TrackerStore,
+    ArgoCdClient, EventRecorder, EventType, GitHubClient, StoreError, TestRunner,
+    TrackerDirectory, TrackerStore,
 };
+use std::collections::BTreeSet;
 use crate::policy_cache::PolicyCache;
 use promotion_api::{Phase, PullRequestTracker, TestRun};
 use std::sync::Arc;
 use std::time::Duration;
 use step::Step;
 
-/// Annotation that approves a promotion when the policy has `autoPromote: false`; its value names the target environment.
+/// Annotation that approves a promotion when the policy has `autoPromote: false`:
+/// `<target environment>@<head sha>` (the full SHA or a prefix of at least 7 characters).
 pub const APPROVE_ANNOTATION: &str = "promotion.io/approve";
-/// Optional annotation naming who approved, recorded as promotedBy.
+/// Annotation naming who approved, recorded as promotedBy; the admission policy
+/// makes it equal to the user who set the approval.
 pub const APPROVED_BY_ANNOTATION: &str = "promotion.io/approved-by";
+
 /// Annotation whose new value restarts a failed gate.
 pub const RETRY_ANNOTATION: &str = "promotion.io/retry";
 
@@ -52,6 +61,10 @@ pub struct EngineConfig {
     pub adoption_grace: Duration,
     /// Who promotes when no person approved.
     pub controller_name: String,
+    /// How long a PR may take to deploy in an environment when the policy that promoted it sets no deployTimeout.
+    pub deploy_timeout: Duration,
+    /// The configured CI connections, so a policy naming another is invalid; None: not checked.
+    pub connections: Option<BTreeSet<String>>,
 }
 
 impl Default for EngineConfig {
@@ -60,6 +73,8 @@ impl Default for EngineConfig {
             poll_interval: Duration::from_secs(10),
             adoption_grace: Duration::from_secs(30),
             controller_name: "promotion-controller".into(),
+            deploy_timeout: Duration::from_secs(30 * 60),
+            connections: None,
         }
     }
 }
@@ -84,12 +99,24 @@ enum Next {
 pub struct Engine {
     ports: Ports,
     config: EngineConfig,
+    directory: Option<Arc<dyn TrackerDirectory>>,
 }
 
 impl Engine {
     /// An engine over the given ports.
     pub fn new(ports: Ports, config: EngineConfig) -> Self {
-        Self { ports, config }
+        Self {
+            ports,
+            config,
+            directory: None,
+        }
+    }
+
+    /// The same engine, seeing the other trackers through `directory` (queue order,
+    /// stale holds). Without one, nobody is ahead in a queue and no hold is broken.
+    pub fn with_directory(mut self, directory: Arc<dyn TrackerDirectory>) -> Self {
+        self.directory = Some(directory);
+        self
     }
 
     /// The configuration.
@@ -122,10 +149,32 @@ impl Engine {
         Ok(Some(self.config.poll_interval))
     }
 
+    /// A tracker is being deleted: cancels its running tests, records a promotion it
+    /// interrupted and releases the environments it holds, before it goes.
+    pub async fn finish(
+        &self,
+        tracker: &PullRequestTracker,
+        store: &dyn TrackerStore,
+        events: &dyn EventRecorder,
+    ) -> Result<(), EngineError> {
+        let policies = PolicyCache::new();
+        let mut step = Step {
+            tracker,
+            status: tracker.status.clone().unwrap_or_default(),
+            policies: &policies,
+            store,
+            events,
+        };
+        self.delete(&mut step).await
+    }
+
     async fn transition(&self, s: &mut Step<'_>) -> Result<Next, EngineError> {
         let spec = &s.tracker.spec;
         if spec.closed {
             return self.close(s).await;
+        }
+        if s.status.phase == Some(Phase::Closed) {
+            return self.reopen(s).await;
         }
         if s.status.head_sha.as_deref() != Some(spec.head_sha.as_str()) {
             return self.restart_for_head(s).await;
@@ -150,6 +199,7 @@ impl Engine {
         match s.status.phase {
             None | Some(Phase::Pending) => {
                 s.status.phase = Some(Phase::Deploying);
+                s.status.deploy_deadline = Some(s.deadline(None, self.config.deploy_timeout));
                 s.save().await?;
                 Ok(Next::Continue)
             }
@@ -157,6 +207,7 @@ impl Engine {
             Some(Phase::Synced) => self.start_gate(s).await,
             Some(Phase::Testing) => self.testing(s).await,
             Some(Phase::AwaitingApproval) => self.awaiting_approval(s).await,
+            Some(Phase::Queued) => self.queued(s).await,
             Some(Phase::Promoting) => self.promoting(s).await,
             Some(Phase::Failed) => self.failed(s).await,
             Some(Phase::Completed) | Some(Phase::Closed) => Ok(Next::Wait(None)),

@@ -1,37 +1,15 @@
-//! Promoting: move the PR to the target environment, one recorded step at a time.
+//! Promoting: move the PR to the target environment, one recorded step at a time,
+//! and keep the audit trail (bounded: the newest records and a count of all).
 
-use super::{Engine, EngineError, Next, Step};
-use super::backoff;
+use super::occupancy::Deployed;
+use super::{Engine, EngineError, Next, Step, backoff};
 use crate::conditions::{self, types};
-use crate::policy_cache::CachedPolicy;
 use crate::ports::EventType;
 use crate::promotion::{self, PromotionExecutor};
-use crate::records::{build_promotion_record, summarize};
-use crate::variables::Variables;
+use crate::records::{append_promotion, build_promotion_record, summarize};
 use promotion_api::Phase;
 
 impl Engine {
-    pub(super) async fn begin_promotion(
-        &self,
-        s: &mut Step<'_>,
-        policy: &CachedPolicy,
-        vars: &Variables,
-        promoted_by: &str,
-    ) -> Result<Next, EngineError> {
-        match promotion::begin(s.tracker, policy, vars, promoted_by) {
-            Ok(pending) => {
-                s.status.message =
-                    Some(format!("promoting {} to {}", s.short_sha(), pending.target));
-                s.status.pending_promotion = Some(pending);
-                s.status.phase = Some(Phase::Promoting);
-                s.save().await?;
-                Ok(Next::Continue)
-            }
-            Err(e) => self.fail(s, "PolicyInvalid", vec![e.to_string()]).await,
-        }
-    }
-
-
     pub(super) async fn promoting(&self, s: &mut Step<'_>) -> Result<Next, EngineError> {
         let Some(mut pending) = s.status.pending_promotion.clone() else {
             // Promoting without a recorded promotion cannot be resumed: judge the gate again.
@@ -42,6 +20,28 @@ impl Engine {
         let exec = PromotionExecutor::new(self.ports.argo.as_ref(), self.ports.github.as_ref());
         let ns = s.tracker.metadata.namespace.clone().unwrap_or_default();
         if !pending.application_updated {
+            // The last look before anything moves: the verdict holds only at the tested SHA.
+            if let Some(gate) = s.status.gate.clone() {
+                match self.still_deployed(s).await {
+                    Deployed::Yes => {}
+                    Deployed::No(why) => {
+                        s.status.pending_promotion = None;
+                        return self.invalidate(s, &gate, &why).await;
+                    }
+                    Deployed::Unknown(e) => {
+                        let msg = format!("cannot check the gate's application before promoting: {e}");
+                        if s.status.message.as_deref() != Some(msg.as_str()) {
+                            s.status.message = Some(msg.clone());
+                            s.condition(types::READY, false, "ArgoCdUnavailable", msg);
+                            s.save().await?;
+                        }
+                        return Ok(Next::Wait(Some(backoff(
+                            self.config.poll_interval,
+                            e.retry_after,
+                        ))));
+                    }
+                }
+            }
             if let Err(e) = exec.update_application(&pending, &ns).await {
                 let msg = format!(
                     "cannot point {}/{} at {}: {e}",
@@ -85,10 +85,16 @@ impl Engine {
         }
         let record = build_promotion_record(&pending, &s.status.test_runs);
         let gate = summarize(&s.status.test_runs);
-        s.status.promotions.push(record);
+        append_promotion(&mut s.status, record);
+        let deploy_timeout = s.status.gate.as_ref().and_then(|g| g.deploy_timeout.clone());
+        let left = s.status.application.clone();
+        s.status.deploy_deadline =
+            Some(s.deadline(deploy_timeout.as_deref(), self.config.deploy_timeout));
         s.status.current_environment = Some(pending.target.clone());
         s.status.application = Some(pending.application.clone());
         s.status.test_runs.clear();
+        s.status.gate = None;
+        s.status.queue = None;
         s.status.policy = None;
         s.status.attempt = None;
         s.status.gate_started_at = None;
@@ -136,6 +142,9 @@ impl Engine {
         );
         s.save().await?;
         s.event(EventType::Normal, "Promoted", note).await;
+        // The PR moved on: the environment it left is free for the next in line.
+        let left: Vec<_> = left.into_iter().filter(|a| *a != pending.application).collect();
+        self.release(s, &left).await;
         Ok(Next::Continue)
     }
 

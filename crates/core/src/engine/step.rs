@@ -5,7 +5,11 @@ use crate::conditions;
 use crate::policy_cache::{CachedPolicy, LookupError, PolicyCache};
 use crate::ports::{DomainEvent, EventRecorder, EventType, StoreError, TrackerStore};
 use crate::variables::Variables;
-use promotion_api::{PullRequestTracker, PullRequestTrackerStatus};
+use crate::policy::parse_duration;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use promotion_api::{GateSnapshot, PullRequestTracker, PullRequestTrackerStatus};
+use std::time::Duration;
 use std::sync::Arc;
 
 /// What one reconcile works with.
@@ -43,12 +47,36 @@ impl Step<'_> {
         self.policies.lookup(&ns, &self.environment(), &labels)
     }
 
-    pub(super) fn vars(&self, policy: &CachedPolicy) -> Variables {
-        Variables::for_hop(
-            self.tracker,
-            &policy.spec.source_environment,
-            &policy.spec.target_environment,
+    /// Whether the current environment ends the tracker's chain (see [`PolicyCache::chain_end`]).
+    pub(super) fn chain_end(&self) -> Result<(), String> {
+        let labels = self.tracker.metadata.labels.clone().unwrap_or_default();
+        let ns = self.tracker.metadata.namespace.clone().unwrap_or_default();
+        self.policies
+            .chain_end(&ns, &self.environment(), &self.tracker.spec.environment, &labels)
+    }
+
+    /// The variables of the hop a gate snapshot describes.
+    pub(super) fn vars_for(&self, gate: &GateSnapshot) -> Variables {
+        Variables::for_hop(self.tracker, &gate.source, &gate.target)
+    }
+
+    /// How this tracker names itself on an Application it holds: `namespace/name/uid`.
+    pub(super) fn holder_id(&self) -> String {
+        let m = &self.tracker.metadata;
+        format!(
+            "{}/{}/{}",
+            m.namespace.as_deref().unwrap_or_default(),
+            m.name.as_deref().unwrap_or_default(),
+            m.uid.as_deref().unwrap_or_default()
         )
+    }
+
+    /// When Deploying gives up: `timeout` (a policy's deployTimeout) or `default` from now.
+    pub(super) fn deadline(&self, timeout: Option<&str>, default: Duration) -> Time {
+        let limit = timeout
+            .and_then(|t| parse_duration(t).ok())
+            .unwrap_or(default);
+        Time(Timestamp::now() + limit)
     }
 
     pub(super) async fn save(&mut self) -> Result<(), StoreError> {
