@@ -251,12 +251,27 @@ impl PolicyCache {
                 "no PromotionPolicy in namespace {namespace} promotes from or into {environment:?}: add the policy that promotes from it"
             ));
         }
-        // A chain that starts again somewhere the tracker never entered is missing a link.
+        // A chain that starts somewhere the tracker never entered, and never reaches the
+        // tracker's environment, is the far side of a missing link.
+        let reaches = |from: &str| {
+            let mut seen = BTreeSet::from([from.to_string()]);
+            let mut todo = vec![from.to_string()];
+            while let Some(here) = todo.pop() {
+                for p in chain.iter().filter(|p| p.spec.source_environment == here) {
+                    if seen.insert(p.spec.target_environment.clone()) {
+                        todo.push(p.spec.target_environment.clone());
+                    }
+                }
+            }
+            seen.contains(environment)
+        };
         let mut gaps: Vec<String> = chain
             .iter()
             .filter(|p| {
                 let source = &p.spec.source_environment;
-                source != entry && !chain.iter().any(|q| &q.spec.target_environment == source)
+                source != entry
+                    && !chain.iter().any(|q| &q.spec.target_environment == source)
+                    && !reaches(source)
             })
             .map(|p| format!("{} (from {:?})", p.name, p.spec.source_environment))
             .collect();

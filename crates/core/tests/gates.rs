@@ -216,6 +216,23 @@ async fn a_tracker_no_policy_selects_waits_and_resumes_when_labelled() {
 }
 
 #[tokio::test]
+async fn a_tracker_entering_mid_chain_completes_at_its_end() {
+    let w = world();
+    w.policies
+        .upsert(policy("dev-to-staging", "dev", "staging", one_test("smoke")));
+    w.policies
+        .upsert(policy("staging-to-prod", "staging", "prod", one_test("e2e")));
+    let mut t = tracker();
+    t.spec.environment = "staging".into();
+    t.spec.application.name = "shop-staging".into();
+    w.argo.deploy("shop-staging", SHA);
+    let t = run(&w, t, 30).await;
+    let st = status(&t);
+    assert_eq!(st.current_environment.as_deref(), Some("prod"));
+    assert_eq!(st.phase, Some(Phase::Completed), "{:?}", st.message);
+}
+
+#[tokio::test]
 async fn a_policy_deleted_during_testing_does_not_fail_the_gate() {
     let w = world();
     w.ci.script("smoke", Script::Hang);
@@ -231,6 +248,8 @@ async fn a_policy_deleted_during_testing_does_not_fail_the_gate() {
     assert_eq!(condition(st, "Ready").reason, "PolicyNotFound");
     w.policies
         .upsert(policy("dev-to-staging", "dev", "staging", one_test("smoke")));
+    let t = run(&w, t, 1).await;
+    assert_eq!(condition(status(&t), "Ready").reason, "Progressing");
     w.ci.finish("smoke", RunState::Passed);
     let t = run(&w, t, 20).await;
     assert_eq!(status(&t).current_environment.as_deref(), Some("staging"));

@@ -167,7 +167,21 @@ impl Engine {
         gate: &GateSnapshot,
     ) -> Result<PolicyCheck, EngineError> {
         match s.lookup() {
-            Ok(p) if snapshot::is_current(gate, &p) => Ok(PolicyCheck::Same),
+            Ok(p) if snapshot::is_current(gate, &p) => {
+                let was_unusable = s.status.conditions.iter().any(|c| {
+                    c.type_ == types::READY
+                        && matches!(
+                            c.reason.as_str(),
+                            "PolicyNotFound" | "PolicyInvalid" | "PolicyConflict"
+                        )
+                });
+                if was_unusable {
+                    let msg = format!("policy {} is usable again; the gate goes on", p.name);
+                    s.status.message = Some(msg.clone());
+                    s.condition(types::READY, true, "Progressing", msg);
+                }
+                Ok(PolicyCheck::Same)
+            }
             Ok(p) => Ok(PolicyCheck::Changed(self.policy_changed(s, gate, &p).await?)),
             Err(e) => {
                 self.show_policy_problem(s, &e).await?;
