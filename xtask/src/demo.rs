@@ -256,12 +256,14 @@ async fn follow(
                         .and_then(|s| s.policy.as_ref())
                         .map(|p| p.name.clone())
                         .unwrap_or_default();
+                    let short_sha: String = sha.chars().take(7).collect();
                     println!(
-                        "{}  a human approves: kubectl annotate prt {name} promotion.io/approve=prod promotion.io/approved-by=alice   (policy {target} has autoPromote: false)",
+                        "{}  a human approves: kubectl annotate prt {name} promotion.io/approve=prod@{short_sha} promotion.io/approved-by=alice   (policy {target} has autoPromote: false)",
                         stamp(started)
                     );
+                    // An approval names the commit it approves: a later push needs a new one.
                     let patch = serde_json::json!({"metadata": {"annotations": {
-                        "promotion.io/approve": "prod", "promotion.io/approved-by": "alice"}}});
+                        "promotion.io/approve": format!("prod@{short_sha}"), "promotion.io/approved-by": "alice"}}});
                     api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
                 }
                 if done(&tracker) {

@@ -65,9 +65,19 @@ pub struct PromotionPolicySpec {
     #[schemars(with = "Option<schema::Duration>")]
     pub timeout: Option<String>,
     /// When false the PR waits in AwaitingApproval until the annotation
-    /// `promotion.io/approve: <targetEnvironment>` is set on its tracker.
+    /// `promotion.io/approve: <targetEnvironment>@<headSha>` is set on its tracker.
     #[serde(default = "default_true")]
     pub auto_promote: bool,
+    /// A policy without a required test promotes with no gate at all: it is invalid
+    /// unless this says so explicitly.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_ungated: bool,
+    /// How long a PR may take to be Synced and Healthy at its revision in the target
+    /// environment after this policy promoted it (Go-style, e.g. "15m"); the
+    /// controller's default when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<schema::Duration>")]
+    pub deploy_timeout: Option<String>,
     /// What promotion changes: the target environment's Argo CD application and the PR label.
     pub promotion: PromotionTarget,
     /// Which trackers this policy governs; all trackers in the namespace when absent.

@@ -1,6 +1,6 @@
 //! PullRequestTracker: one pull request on its way through the environments.
 
-use crate::{ApplicationRef, Provider};
+use crate::{ApplicationRef, ExternalTest, Provider, schema};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
@@ -29,6 +29,25 @@ use serde::{Deserialize, Serialize};
         json_path = ".status.currentEnvironment"
     ),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(
+        name = "Queue",
+        type_ = "integer",
+        description = "Position in the queue for the target environment (1: next in line)",
+        json_path = ".status.queue.position"
+    ),
+    printcolumn(
+        name = "Held-By",
+        type_ = "string",
+        priority = 1,
+        description = "The tracker holding the environment this one waits for",
+        json_path = ".status.queue.holder"
+    ),
+    printcolumn(
+        name = "Message",
+        type_ = "string",
+        priority = 1,
+        json_path = ".status.message"
+    ),
     printcolumn(
         name = "Age",
         type_ = "date",
@@ -96,6 +115,9 @@ pub struct PullRequestTrackerStatus {
     /// Counts gate runs in this environment (a retry starts a new attempt); part of each test's correlation id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempt: Option<i64>,
+    /// Deploying fails when the PR is not Synced and Healthy at its revision by then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deploy_deadline: Option<Time>,
     /// When the current gate started, for the policy's whole-gate timeout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gate_started_at: Option<Time>,
@@ -105,12 +127,24 @@ pub struct PullRequestTrackerStatus {
     /// A promotion under way, step by step, so a restart resumes it instead of repeating it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_promotion: Option<PendingPromotion>,
+    /// The policy as the current gate runs it, fixed at gate start: tests, timeouts and
+    /// promotion target. An edit of the policy restarts the gate instead of changing it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<GateSnapshot>,
+    /// Where the PR waits for its target environment, held by another PR; absent when not queued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<QueueStatus>,
     /// The gate tests of the current environment.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub test_runs: Vec<TestRun>,
-    /// The audit trail: one record per promotion, oldest first.
+    /// The audit trail: one record per promotion, oldest first; only the newest
+    /// ones are kept (see promotionCount).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
     pub promotions: Vec<PromotionRecord>,
+    /// How many promotions were recorded in all, including those no longer kept in promotions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promotion_count: Option<i64>,
     /// Synced, TestsPassed, Promoted, Ready.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
@@ -130,6 +164,8 @@ pub enum Phase {
     Testing,
     /// Every required test passed; waiting for the approval annotation.
     AwaitingApproval,
+    /// Passed its gate; waiting for the target environment, held by another PR (see status.queue).
+    Queued,
     /// Moving the PR to the target environment.
     Promoting,
     /// Promoted to the target environment, which now deploys it.
@@ -252,6 +288,61 @@ pub struct PromotionRecord {
     /// The test runs that gated the promotion.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub test_runs: Vec<TestRun>,
+    /// The promotion started (the target application moved) but did not finish: a new
+    /// push, a close or a deletion interrupted it. The record says what was moved.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub interrupted: bool,
+}
+
+/// Where a PR waits for an environment held by another PR.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueStatus {
+    /// The target environment.
+    pub environment: String,
+    /// The target environment's Argo CD application, which one PR holds at a time.
+    pub application: ApplicationRef,
+    /// Position in line: 1 is next.
+    pub position: i64,
+    /// The tracker holding the environment now ("namespace/name"), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holder: Option<String>,
+    /// When the PR joined the queue; first come, first served.
+    pub since: Time,
+}
+
+/// The policy of the current gate as it was when the gate started, variables substituted.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GateSnapshot {
+    /// The policy's name.
+    pub policy: String,
+    /// The policy's metadata.generation at gate start; another generation restarts the gate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<i64>,
+    /// The environment the gate runs in.
+    pub source: String,
+    /// The environment the PR is promoted to.
+    pub target: String,
+    /// The tests, with job, ref and parameters substituted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub tests: Vec<ExternalTest>,
+    /// The whole gate's timeout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<schema::Duration>")]
+    pub timeout: Option<String>,
+    /// Whether the PR is promoted without approval.
+    pub auto_promote: bool,
+    /// The target application, variables substituted.
+    pub application: ApplicationRef,
+    /// The label added on promotion, variables substituted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub github_label: Option<String>,
+    /// How long the PR may take to deploy in the target environment once promoted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<schema::Duration>")]
+    pub deploy_timeout: Option<String>,
 }
 
 /// The policy that gates an environment, at the generation that was used.

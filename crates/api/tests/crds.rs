@@ -337,10 +337,34 @@ async fn printer_columns_come_back_in_table_output() {
         .expect("table");
     assert_eq!(
         table::columns(&prt),
-        ["Name", "Repository", "PR", "Environment", "Phase", "Age"]
+        [
+            "Name",
+            "Repository",
+            "PR",
+            "Environment",
+            "Phase",
+            "Queue",
+            "Age"
+        ]
     );
     let row = &table::rows(&prt)[0];
     assert_eq!(&row[..5], ["shop-42", "shop", "42", "dev", "Testing"]);
+    // A queued tracker shows its place in line and who holds the environment.
+    trackers
+        .patch_status(
+            "shop-42",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"phase": "Queued", "queue": {
+                "environment": "staging", "application": {"name": "shop-staging"},
+                "position": 2, "holder": "team/shop-41", "since": "2026-01-01T00:00:00Z"}}})),
+        )
+        .await
+        .expect("queued status");
+    let prt = table::get(&ctx.client, "pullrequesttrackers", &ctx.namespace)
+        .await
+        .expect("table");
+    let row = &table::rows(&prt)[0];
+    assert_eq!(&row[4..6], ["Queued", "2"]);
 
     let pp = table::get(&ctx.client, "promotionpolicies", &ctx.namespace)
         .await

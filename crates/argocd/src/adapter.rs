@@ -3,6 +3,7 @@
 
 use crate::clusters::{ClusterClients, IN_CLUSTER};
 use crate::errors;
+use crate::hold::{self, Take};
 use crate::model::AppData;
 use crate::opt_in::{self, ALLOW_PROMOTION_FROM};
 use crate::options::PromoteOptions;
@@ -11,7 +12,7 @@ use crate::status;
 use async_trait::async_trait;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use promotion_api::ApplicationRef;
-use promotion_core::ports::{AppStatus, ArgoCdClient, PortError, PromotionRequest};
+use promotion_core::ports::{AppStatus, ArgoCdClient, Hold, PortError, PromotionRequest};
 use std::future::Future;
 use std::sync::Arc;
 
@@ -94,6 +95,32 @@ impl KubeArgoCd {
     }
 }
 
+/// How many times a hold write is retried after losing a race (409) before the caller hears of it.
+const HOLD_ATTEMPTS: usize = 3;
+
+impl KubeArgoCd {
+    async fn write_hold(
+        &self,
+        api: &Api<DynamicObject>,
+        app: &ApplicationRef,
+        body: &serde_json::Value,
+    ) -> Result<Result<(), kube::Error>, PortError> {
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..PatchParams::default()
+        };
+        let what = format!("writing the hold of {}", describe(app));
+        Ok(self
+            .timed(app, &what, api.patch(&app.name, &params, &Patch::Merge(body)))
+            .await?
+            .map(drop))
+    }
+}
+
+fn is_conflict(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 409)
+}
+
 fn describe(app: &ApplicationRef) -> String {
     format!(
         "Argo CD Application {}/{} on cluster {}",
@@ -170,5 +197,64 @@ impl ArgoCdClient for KubeArgoCd {
             "promoted application"
         );
         Ok(())
+    }
+
+    async fn holder(&self, app: &ApplicationRef) -> Result<Option<String>, PortError> {
+        let api = self.api(app).await?;
+        Ok(hold::holder_of(&self.get(&api, app).await?))
+    }
+
+    async fn acquire(
+        &self,
+        app: &ApplicationRef,
+        holder: &str,
+        breaking: Option<&str>,
+    ) -> Result<Hold, PortError> {
+        let api = self.api(app).await?;
+        let what = format!("taking the hold of {}", describe(app));
+        for _ in 0..HOLD_ATTEMPTS {
+            let obj = self.get(&api, app).await?;
+            let take = hold::take(&obj, holder, breaking);
+            let Take::Write(body) = &take else {
+                return Ok(hold::outcome(&take).unwrap_or(Hold::Acquired));
+            };
+            match self.write_hold(&api, app, body).await? {
+                Ok(()) => {
+                    tracing::info!(app = %describe(app), %holder, broke = ?breaking, "took the hold");
+                    return Ok(Hold::Acquired);
+                }
+                // Someone wrote the app since it was read: read again and decide again.
+                Err(e) if is_conflict(&e) => continue,
+                Err(e) => return Err(self.failed(app, &what, &e)),
+            }
+        }
+        Err(PortError::transient(format!(
+            "{what}: the application kept changing ({HOLD_ATTEMPTS} conflicts)"
+        )))
+    }
+
+    async fn release(&self, app: &ApplicationRef, holder: &str) -> Result<(), PortError> {
+        let api = self.api(app).await?;
+        let what = format!("releasing the hold of {}", describe(app));
+        for _ in 0..HOLD_ATTEMPTS {
+            // A deleted application holds nothing.
+            let Some(obj) = self.call(app, &what, api.get_opt(&app.name)).await? else {
+                return Ok(());
+            };
+            let Some(body) = hold::give_up(&obj, holder) else {
+                return Ok(());
+            };
+            match self.write_hold(&api, app, &body).await? {
+                Ok(()) => {
+                    tracing::info!(app = %describe(app), %holder, "released the hold");
+                    return Ok(());
+                }
+                Err(e) if is_conflict(&e) => continue,
+                Err(e) => return Err(self.failed(app, &what, &e)),
+            }
+        }
+        Err(PortError::transient(format!(
+            "{what}: the application kept changing ({HOLD_ATTEMPTS} conflicts)"
+        )))
     }
 }

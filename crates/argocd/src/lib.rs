@@ -10,11 +10,14 @@
 //!   subresource, so writing it would race Argo CD itself).
 //! - Opt-in: only an app annotated [`ALLOW_PROMOTION_FROM`] with
 //!   `<policy-namespace>/<target-environment>` (a comma-separated list) is moved.
+//! - Hold: the annotation `promotion.io/held-by` names the one tracker whose PR
+//!   the Application's environment runs; written with the resourceVersion read.
 //! - Clusters: see [`ClusterClients`] for how a cluster name finds its kubeconfig.
 
 mod adapter;
 pub mod clusters;
 mod errors;
+mod hold;
 mod model;
 pub mod opt_in;
 pub mod options;

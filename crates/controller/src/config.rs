@@ -33,6 +33,10 @@ pub struct Args {
     /// How often running tests and syncing applications are looked at.
     #[arg(long, env = "PROMOTION_POLL_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
     pub poll_interval: Duration,
+    /// How long a PR may take to be Synced and Healthy at its revision in an environment
+    /// before Deploying fails, when the policy that promoted it sets no deployTimeout.
+    #[arg(long, env = "PROMOTION_DEPLOY_TIMEOUT", default_value = "30m", value_parser = humantime::parse_duration)]
+    pub deploy_timeout: Duration,
     /// At most this many trackers reconciled at once (0: no limit).
     #[arg(
         long,

@@ -8,6 +8,7 @@ use futures::StreamExt;
 use futures::channel::mpsc::UnboundedReceiver;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
+use kube::runtime::finalizer::{self, Event as Finalizer};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Predicate, WatchStreamExt, predicates, watcher};
@@ -16,7 +17,7 @@ use promotion_api::{PromotionPolicy, Provider, PullRequestTracker};
 use promotion_core::conditions::{self, types};
 use promotion_core::engine::{Engine, EngineConfig, EngineError, Ports};
 use promotion_core::policy_cache::PolicyCache;
-use promotion_core::ports::StoreError;
+use promotion_core::ports::{StoreError, TrackerDirectory};
 use promotion_core::records::is_final;
 use std::collections::HashMap;
 use std::future::Future;
@@ -112,12 +113,33 @@ pub struct Context {
 /// When an unmatched CI callback is matched again (after the previous attempt).
 const WAKE_RETRIES: &[Duration] = &[Duration::from_millis(500), Duration::from_secs(2)];
 
+/// The finalizer that lets the controller cancel a deleted tracker's CI runs,
+/// record an interrupted promotion and release its environment first.
+pub const FINALIZER: &str = "promotion.io/cleanup";
+
 /// Why a reconcile failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The engine could not finish.
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// Adding or removing the finalizer failed.
+    #[error("finalizer: {0}")]
+    Finalizer(String),
+}
+
+/// The engine's view of the other trackers: the controller's own cache.
+struct ReflectorDirectory(Store<PullRequestTracker>);
+
+impl TrackerDirectory for ReflectorDirectory {
+    fn trackers(&self) -> Vec<Arc<PullRequestTracker>> {
+        self.0.state()
+    }
+}
+
+/// Changes only when the tracker starts being deleted (the finalizer's cue).
+fn deletion(t: &PullRequestTracker) -> Option<u64> {
+    t.metadata.deletion_timestamp.as_ref().map(|_| 1)
 }
 
 /// Runs until `shutdown` resolves: waits for the policy cache to fill, then reconciles trackers.
@@ -136,7 +158,10 @@ pub async fn run(
             ),
             None => (Api::all(client.clone()), Api::all(client.clone())),
         };
-    let cache = PolicyCache::new();
+    let cache = match &config.engine.connections {
+        Some(names) => PolicyCache::with_connections(names.iter().cloned()),
+        None => PolicyCache::new(),
+    };
     let (ready_tx, mut ready_rx) = tokio::sync::watch::channel(false);
     let (changed_tx, changed_rx) = futures::channel::mpsc::unbounded::<String>();
     // Aborted when this future is dropped or ends, so a stopped controller leaves no watch behind.
@@ -184,7 +209,9 @@ pub async fn run(
     .predicate_filter(
         predicates::generation
             .combine(predicates::annotations)
-            .combine(predicates::labels),
+            .combine(predicates::labels)
+            .combine(predicates::finalizers)
+            .combine(deletion),
         Default::default(),
     );
     let by_namespace = {
@@ -222,7 +249,8 @@ pub async fn run(
         })
     };
     let ctx = Arc::new(Context {
-        engine: Engine::new(ports, config.engine.clone()),
+        engine: Engine::new(ports, config.engine.clone())
+            .with_directory(Arc::new(ReflectorDirectory(reader.clone()))),
         policies: cache,
         client: client.clone(),
         recorder: Recorder::new(
@@ -276,37 +304,74 @@ async fn reconcile(tracker: Arc<PullRequestTracker>, ctx: Arc<Context>) -> Resul
     let span = tracing::info_span!("reconcile", tracker = %name, namespace = %ns);
     async move {
         let api: Api<PullRequestTracker> = Api::namespaced(ctx.client.clone(), &ns);
-        let store = KubeTrackerStore::new(api, &tracker, ctx.metrics.clone());
-        let events = KubeEventRecorder::new(ctx.recorder.clone(), tracker.object_ref(&()));
-        let result = ctx
-            .engine
-            .reconcile(&tracker, &ctx.policies, &store, &events)
-            .await;
-        let outcome = match &result {
-            Ok(_) => "ok",
-            Err(EngineError::Store(StoreError::Conflict)) => "conflict",
-            Err(_) => "error",
-        };
-        if let Some(m) = &ctx.metrics {
-            m.reconciled(outcome);
-        }
+        let result = finalizer::finalizer(&api, FINALIZER, tracker, |event| async {
+            match event {
+                Finalizer::Apply(t) => apply(&api, &t, &ctx).await,
+                Finalizer::Cleanup(t) => cleanup(&api, &t, &ctx).await,
+            }
+        })
+        .await;
         match result {
-            Ok(after) => {
-                if let Ok(mut f) = ctx.failures.lock() {
-                    f.remove(&format!("{ns}/{name}"));
-                }
-                Ok(Action::requeue(after.unwrap_or(ctx.resync).min(ctx.resync)))
-            }
-            // A newer version is on its way through the watch; decide again with it.
-            Err(EngineError::Store(StoreError::Conflict)) => {
-                Ok(Action::requeue(Duration::from_millis(200)))
-            }
-            Err(EngineError::Store(StoreError::Gone)) => Ok(Action::await_change()),
-            Err(e) => Err(e.into()),
+            Ok(action) => Ok(action),
+            Err(finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e)) => Err(e),
+            Err(e) => Err(Error::Finalizer(e.to_string())),
         }
     }
     .instrument(span)
     .await
+}
+
+/// One engine pass over a live tracker.
+async fn apply(
+    api: &Api<PullRequestTracker>,
+    tracker: &PullRequestTracker,
+    ctx: &Context,
+) -> Result<Action, Error> {
+    let name = tracker.name_any();
+    let ns = tracker.namespace().unwrap_or_default();
+    let store = KubeTrackerStore::new(api.clone(), tracker, ctx.metrics.clone());
+    let events = KubeEventRecorder::new(ctx.recorder.clone(), tracker.object_ref(&()));
+    let result = ctx
+        .engine
+        .reconcile(tracker, &ctx.policies, &store, &events)
+        .await;
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(EngineError::Store(StoreError::Conflict)) => "conflict",
+        Err(_) => "error",
+    };
+    if let Some(m) = &ctx.metrics {
+        m.reconciled(outcome);
+    }
+    match result {
+        Ok(after) => {
+            if let Ok(mut f) = ctx.failures.lock() {
+                f.remove(&format!("{ns}/{name}"));
+            }
+            Ok(Action::requeue(after.unwrap_or(ctx.resync).min(ctx.resync)))
+        }
+        // A newer version is on its way through the watch; decide again with it.
+        Err(EngineError::Store(StoreError::Conflict)) => {
+            Ok(Action::requeue(Duration::from_millis(200)))
+        }
+        Err(EngineError::Store(StoreError::Gone)) => Ok(Action::await_change()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A tracker being deleted: its runs are cancelled, an interrupted promotion is
+/// recorded, its environment released; then the finalizer lets it go.
+async fn cleanup(
+    api: &Api<PullRequestTracker>,
+    tracker: &PullRequestTracker,
+    ctx: &Context,
+) -> Result<Action, Error> {
+    let store = KubeTrackerStore::new(api.clone(), tracker, ctx.metrics.clone());
+    let events = KubeEventRecorder::new(ctx.recorder.clone(), tracker.object_ref(&()));
+    match ctx.engine.finish(tracker, &store, &events).await {
+        Ok(()) | Err(EngineError::Store(StoreError::Gone)) => Ok(Action::await_change()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn error_policy(tracker: Arc<PullRequestTracker>, error: &Error, ctx: Arc<Context>) -> Action {

@@ -89,6 +89,15 @@ async fn main() -> anyhow::Result<()> {
         engine: EngineConfig {
             poll_interval: args.poll_interval,
             max_rearms: args.max_rearms,
+            deploy_timeout: args.deploy_timeout,
+            // A policy test naming a connection that is not configured is invalid on the policy.
+            connections: Some(
+                file.connections
+                    .iter()
+                    .filter(|c| c.kind != "github")
+                    .map(|c| c.name.clone())
+                    .collect(),
+            ),
             ..EngineConfig::default()
         },
         namespace: args.namespace.clone(),

@@ -4,14 +4,13 @@
 use crate::store::FIELD_MANAGER;
 use futures::StreamExt;
 use futures::channel::mpsc::UnboundedSender;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Client, ResourceExt};
 use promotion_api::PromotionPolicy;
-use promotion_core::conditions::{self, types};
 use promotion_core::policy_cache::{CachedPolicy, PolicyCache};
+use promotion_core::policy_verdict::{PolicyVerdict, tests_summary};
 use std::collections::HashMap;
 use tokio::sync::watch;
 
@@ -81,10 +80,12 @@ pub async fn run(
                 ));
             }
         }
-        touched.sort();
-        touched.dedup();
-        for (ns, source) in touched {
-            for policy in cache.in_source(&ns, &source) {
+        // A verdict depends on the other policies of the namespace (rivals, cycles): judge them all again.
+        let mut namespaces: Vec<String> = touched.into_iter().map(|(ns, _)| ns).collect();
+        namespaces.sort();
+        namespaces.dedup();
+        for ns in namespaces {
+            for policy in cache.in_namespace(&ns) {
                 if let Some(obj) = known.get(&(ns.clone(), policy.name.clone())) {
                     update_status(&client, obj, &policy, &cache).await;
                 }
@@ -104,7 +105,7 @@ fn key(p: &PromotionPolicy) -> (String, String) {
     (p.namespace().unwrap_or_default(), p.name_any())
 }
 
-/// Writes Valid and Ready when they differ from what the policy shows.
+/// Writes the core's verdict (Valid, Ready, the tests line) when it differs from what the policy shows.
 async fn update_status(
     client: &Client,
     obj: &PromotionPolicy,
@@ -112,51 +113,9 @@ async fn update_status(
     cache: &PolicyCache,
 ) {
     let current = obj.status.clone().unwrap_or_default();
-    let mut conds: Vec<Condition> = current.conditions.clone();
     let g = obj.metadata.generation;
-    match &policy.validity {
-        Ok(()) => conditions::set(
-            &mut conds,
-            types::VALID,
-            true,
-            "Valid",
-            "the policy is valid",
-            g,
-        ),
-        Err(e) => conditions::set(&mut conds, types::VALID, false, "Invalid", e.to_string(), g),
-    }
-    let rivals = cache.rivals(policy);
-    match (&policy.validity, rivals.is_empty()) {
-        (Err(_), _) => conditions::set(
-            &mut conds,
-            types::READY,
-            false,
-            "Invalid",
-            "fix the policy: see the Valid condition",
-            g,
-        ),
-        (Ok(()), false) => conditions::set(
-            &mut conds,
-            types::READY,
-            false,
-            "Conflict",
-            format!(
-                "policies {} also promote from {:?} for the same trackers; give them disjoint spec.selector",
-                rivals.join(", "),
-                policy.spec.source_environment
-            ),
-            g,
-        ),
-        (Ok(()), true) => conditions::set(
-            &mut conds,
-            types::READY,
-            true,
-            "Ready",
-            "the policy gates its trackers",
-            g,
-        ),
-    }
-    let tests = tests_summary(obj);
+    let conds = PolicyVerdict::of(cache, policy).conditions(policy, &current.conditions, g);
+    let tests = tests_summary(policy);
     let same = current.observed_generation == g
         && current.tests.as_deref() == Some(tests.as_str())
         && conds.len() == current.conditions.len()
@@ -182,21 +141,4 @@ async fn update_status(
     {
         tracing::warn!(policy = %policy.name, error = %e, "could not update the policy's status");
     }
-}
-
-/// "smoke, e2e, perf (optional)": every gate test of the policy on one line.
-fn tests_summary(obj: &PromotionPolicy) -> String {
-    let names: Vec<String> = obj
-        .spec
-        .external_tests
-        .iter()
-        .map(|t| {
-            if t.required {
-                t.name.clone()
-            } else {
-                format!("{} (optional)", t.name)
-            }
-        })
-        .collect();
-    names.join(", ")
 }

@@ -317,7 +317,7 @@ async fn without_auto_promote_it_waits_for_approval() {
     assert!(
         st.message
             .unwrap_or_default()
-            .contains("promotion.io/approve=staging")
+            .contains(&format!("promotion.io/approve=staging@{SHA}"))
     );
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     assert!(
@@ -327,14 +327,14 @@ async fn without_auto_promote_it_waits_for_approval() {
     // An approval for another environment is not an approval for this one.
     h.patch_tracker(
         "pr-42",
-        json!({"metadata": {"annotations": {"promotion.io/approve": "prod"}}}),
+        json!({"metadata": {"annotations": {"promotion.io/approve": format!("prod@{SHA}"), "promotion.io/approved-by": "alice@example.com"}}}),
     )
     .await;
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     assert!(h.argo.promotions().is_empty());
     h.patch_tracker(
         "pr-42",
-        json!({"metadata": {"annotations": {"promotion.io/approve": "staging", "promotion.io/approved-by": "alice@example.com"}}}),
+        json!({"metadata": {"annotations": {"promotion.io/approve": format!("staging@{}", &SHA[..7]), "promotion.io/approved-by": "alice@example.com"}}}),
     )
     .await;
     let st = h
@@ -464,5 +464,96 @@ async fn two_policies_for_the_same_source_are_a_conflict() {
     assert!(
         h.ci.all_triggers().is_empty(),
         "a coin toss never runs a gate"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deleted_tracker_cancels_its_runs_and_releases_before_it_goes() {
+    let mut h = Harness::new("flow-finalizer").await;
+    h.ci.script("dev-smoke", Script::Hang);
+    h.create_policy(policy("dev-to-staging", "dev", "staging", two_tests("dev")))
+        .await;
+    h.start();
+    h.create_tracker(tracker("pr-42")).await;
+    let t = h
+        .wait_for("pr-42", "tests started", |t| {
+            t.status
+                .as_ref()
+                .is_some_and(|s| s.test_runs.iter().any(|r| r.run_id.is_some()))
+        })
+        .await;
+    assert!(
+        t.metadata
+            .finalizers
+            .unwrap_or_default()
+            .contains(&promotion_controller::controller::FINALIZER.to_string()),
+        "the controller guards its trackers with a finalizer"
+    );
+    h.trackers()
+        .delete("pr-42", &Default::default())
+        .await
+        .expect("deleted");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while h.trackers().get_opt("pr-42").await.expect("read").is_some() {
+        assert!(std::time::Instant::now() < deadline, "the tracker never went away");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        h.ci.cancelled().contains(&"dev-smoke".to_string()),
+        "its running test was cancelled before it went"
+    );
+}
+
+fn tracker_for(name: &str, number: i64, sha: &str) -> serde_json::Value {
+    let mut t = tracker(name);
+    t["spec"]["number"] = json!(number);
+    t["spec"]["headSha"] = json!(sha);
+    t["spec"]["application"]["name"] = json!(format!("shop-dev-{number}"));
+    t
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_trackers_take_staging_one_at_a_time() {
+    let mut h = Harness::new("flow-occupancy").await;
+    h.ci.script("staging-e2e", Script::Hang);
+    h.argo.deploy("shop-dev-42", SHA);
+    h.argo.deploy("shop-dev-43", SHA2);
+    two_hops(&h).await;
+    h.start();
+    h.create_tracker(tracker_for("pr-42", 42, SHA)).await;
+    h.wait_for("pr-42", "testing in staging", |t| {
+        t.status.as_ref().is_some_and(|s| {
+            s.current_environment.as_deref() == Some("staging") && s.phase == Some(Phase::Testing)
+        })
+    })
+    .await;
+    h.create_tracker(tracker_for("pr-43", 43, SHA2)).await;
+    let queued = h.wait_phase("pr-43", Phase::Queued).await;
+    let q = queued.status.and_then(|s| s.queue).expect("queue");
+    assert_eq!(q.position, 1);
+    assert_eq!(
+        q.holder.as_deref(),
+        Some(format!("{}/pr-42", h.ctx.namespace).as_str())
+    );
+    assert_eq!(
+        h.argo.promotions(),
+        [("shop-staging".to_string(), SHA.to_string())],
+        "staging runs one PR"
+    );
+    h.ci.finish("staging-e2e", RunState::Passed);
+    h.wait_phase("pr-42", Phase::Completed).await;
+    h.wait_for("pr-43", "testing in staging", |t| {
+        t.status.as_ref().is_some_and(|s| {
+            s.current_environment.as_deref() == Some("staging") && s.phase == Some(Phase::Testing)
+        })
+    })
+    .await;
+    assert_eq!(
+        h.argo.promotions(),
+        [
+            ("shop-staging".to_string(), SHA.to_string()),
+            ("shop-prod".to_string(), SHA.to_string()),
+            ("shop-staging".to_string(), SHA2.to_string()),
+        ]
     );
 }

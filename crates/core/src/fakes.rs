@@ -3,7 +3,7 @@
 
 use crate::ports::*;
 use async_trait::async_trait;
-use promotion_api::{ApplicationRef, PullRequestTrackerStatus};
+use promotion_api::{ApplicationRef, PullRequestTracker, PullRequestTrackerStatus};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -299,6 +299,8 @@ pub struct FakeArgo {
     apps: Mutex<HashMap<String, (String, bool)>>,
     promotions: Mutex<Vec<(String, String)>>,
     promote_calls: Mutex<usize>,
+    holds: Mutex<HashMap<String, String>>,
+    hold_writes: Mutex<usize>,
     /// When set, promoted applications stay OutOfSync until `sync` is called.
     pub manual_sync: Mutex<bool>,
     /// Crash points, shared with the other fakes of a test.
@@ -334,6 +336,24 @@ impl FakeArgo {
     /// Every promotion that changed an application: (application, revision).
     pub fn promotions(&self) -> Vec<(String, String)> {
         lock(&self.promotions).clone()
+    }
+
+    /// Who holds `app`, as its annotation says.
+    pub fn held_by(&self, app: &str) -> Option<String> {
+        lock(&self.holds).get(app).cloned()
+    }
+
+    /// Sets or clears the hold annotation by hand (a tracker that died holding it).
+    pub fn set_holder(&self, app: &str, holder: Option<&str>) {
+        match holder {
+            Some(h) => lock(&self.holds).insert(app.to_string(), h.to_string()),
+            None => lock(&self.holds).remove(app),
+        };
+    }
+
+    /// How many times a hold annotation was written (taken or released).
+    pub fn hold_writes(&self) -> usize {
+        *lock(&self.hold_writes)
     }
 }
 
@@ -378,6 +398,66 @@ impl ArgoCdClient for FakeArgo {
         }
         self.crashes.maybe_crash(CrashPoint::AfterPromote).await;
         Ok(())
+    }
+
+    async fn holder(&self, app: &ApplicationRef) -> Result<Option<String>, PortError> {
+        Ok(lock(&self.holds).get(&app.name).cloned())
+    }
+
+    async fn acquire(
+        &self,
+        app: &ApplicationRef,
+        holder: &str,
+        breaking: Option<&str>,
+    ) -> Result<Hold, PortError> {
+        let mut holds = lock(&self.holds);
+        match holds.get(&app.name) {
+            Some(h) if h == holder => Ok(Hold::Acquired),
+            Some(h) if Some(h.as_str()) != breaking => Ok(Hold::HeldBy(h.clone())),
+            _ => {
+                holds.insert(app.name.clone(), holder.to_string());
+                *lock(&self.hold_writes) += 1;
+                Ok(Hold::Acquired)
+            }
+        }
+    }
+
+    async fn release(&self, app: &ApplicationRef, holder: &str) -> Result<(), PortError> {
+        let mut holds = lock(&self.holds);
+        if holds.get(&app.name).map(String::as_str) == Some(holder) {
+            holds.remove(&app.name);
+            *lock(&self.hold_writes) += 1;
+        }
+        Ok(())
+    }
+}
+
+/// The controller's view of every tracker, set by the test.
+#[derive(Default)]
+pub struct FakeDirectory {
+    trackers: Mutex<BTreeMap<String, Arc<PullRequestTracker>>>,
+}
+
+impl FakeDirectory {
+    /// Adds or replaces a tracker (keyed by namespace/name).
+    pub fn put(&self, tracker: &PullRequestTracker) {
+        let key = format!(
+            "{}/{}",
+            tracker.metadata.namespace.as_deref().unwrap_or_default(),
+            tracker.metadata.name.as_deref().unwrap_or_default()
+        );
+        lock(&self.trackers).insert(key, Arc::new(tracker.clone()));
+    }
+
+    /// Forgets a tracker.
+    pub fn remove(&self, namespace: &str, name: &str) {
+        lock(&self.trackers).remove(&format!("{namespace}/{name}"));
+    }
+}
+
+impl TrackerDirectory for FakeDirectory {
+    fn trackers(&self) -> Vec<Arc<PullRequestTracker>> {
+        lock(&self.trackers).values().cloned().collect()
     }
 }
 

@@ -16,7 +16,8 @@ pub struct PolicyError {
 }
 
 impl PolicyError {
-    fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+    /// An error at `field`.
+    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
         Self {
             field: field.into(),
             reason: reason.into(),
@@ -78,6 +79,15 @@ pub fn validate_policy(spec: &PromotionPolicySpec) -> Result<(), PolicyError> {
     }
     if let Some(t) = &spec.timeout {
         parse_duration(t).map_err(|e| PolicyError::new("spec.timeout", e))?;
+    }
+    if let Some(t) = &spec.deploy_timeout {
+        parse_duration(t).map_err(|e| PolicyError::new("spec.deployTimeout", e))?;
+    }
+    if !spec.allow_ungated && !spec.external_tests.iter().any(|t| t.required) {
+        return Err(PolicyError::new(
+            "spec.externalTests",
+            "no required test: every PR would be promoted with no gate; add a required test, or set allowUngated: true to mean it",
+        ));
     }
     let vars = Variables::placeholders();
     let check = |field: String, template: &str| -> Result<(), PolicyError> {

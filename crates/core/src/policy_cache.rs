@@ -3,7 +3,7 @@
 use crate::policy::{PolicyError, validate_policy};
 use crate::selector;
 use promotion_api::PromotionPolicySpec;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 
 /// A policy as the cache holds it, with its validation verdict.
@@ -75,6 +75,8 @@ type Key = (String, String);
 #[derive(Clone, Default)]
 pub struct PolicyCache {
     inner: Arc<RwLock<Index>>,
+    // The configured CI connections; None: not known, so not checked.
+    connections: Option<Arc<BTreeSet<String>>>,
 }
 
 #[derive(Default)]
@@ -90,26 +92,58 @@ impl PolicyCache {
         Self::default()
     }
 
+    /// An empty cache that judges a test naming a connection outside `names` invalid.
+    pub fn with_connections(names: impl IntoIterator<Item = String>) -> Self {
+        Self {
+            connections: Some(Arc::new(names.into_iter().collect())),
+            ..Self::default()
+        }
+    }
+
+    /// The full verdict on `policy` against the others: its own validity, the
+    /// connections its tests name, and whether its hop closes a cycle.
+    pub fn judge(&self, policy: &CachedPolicy) -> Result<(), PolicyError> {
+        match self.inner.read() {
+            Ok(index) => self.judge_in(&index, policy),
+            Err(_) => policy.validity.clone(),
+        }
+    }
+
+    fn judge_in(&self, index: &Index, policy: &CachedPolicy) -> Result<(), PolicyError> {
+        policy.validity.clone()?;
+        if let Some(known) = &self.connections {
+            for (i, test) in policy.spec.external_tests.iter().enumerate() {
+                if let Some(c) = &test.connection
+                    && !known.contains(c)
+                {
+                    let list: Vec<&str> = known.iter().map(String::as_str).collect();
+                    return Err(PolicyError::new(
+                        format!("spec.externalTests[{i}].connection"),
+                        format!(
+                            "no CI connection named {c:?} is configured (configured: {})",
+                            list.join(", ")
+                        ),
+                    ));
+                }
+            }
+        }
+        if let Some(path) = index.cycle_through(policy) {
+            return Err(PolicyError::new(
+                "spec.targetEnvironment",
+                format!(
+                    "the chain loops: {}; a PR would be promoted around it forever",
+                    path.join(" -> ")
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Adds or replaces a policy.
     pub fn upsert(&self, policy: CachedPolicy) {
-        let Ok(mut index) = self.inner.write() else {
-            return;
-        };
-        let id = (policy.namespace.clone(), policy.name.clone());
-        let key = (
-            policy.namespace.clone(),
-            policy.spec.source_environment.clone(),
-        );
-        if let Some(old) = index.filed_under.insert(id.clone(), key.clone())
-            && old != key
-        {
-            remove_from(&mut index.by_source, &old, &id.1);
+        if let Ok(mut index) = self.inner.write() {
+            index.upsert(policy);
         }
-        index
-            .by_source
-            .entry(key)
-            .or_default()
-            .insert(policy.name.clone(), Arc::new(policy));
     }
 
     /// Forgets a deleted policy.
@@ -125,13 +159,15 @@ impl PolicyCache {
         }
     }
 
-    /// Replaces the whole content (a watch re-list).
+    /// Replaces the whole content (a watch re-list) in one swap: a reader sees the
+    /// old index or the new one, never a half-filled one.
     pub fn replace_all(&self, policies: impl IntoIterator<Item = CachedPolicy>) {
-        if let Ok(mut index) = self.inner.write() {
-            *index = Index::default();
-        }
+        let mut fresh = Index::default();
         for p in policies {
-            self.upsert(p);
+            fresh.upsert(p);
+        }
+        if let Ok(mut index) = self.inner.write() {
+            *index = fresh;
         }
     }
 
@@ -158,11 +194,11 @@ impl PolicyCache {
             .unwrap_or_default();
         match candidates.as_slice() {
             [] => Err(not_found()),
-            [one] => match &one.validity {
+            [one] => match self.judge_in(&index, one) {
                 Ok(()) => Ok(Arc::clone(one)),
                 Err(error) => Err(LookupError::Invalid {
                     name: one.name.clone(),
-                    error: error.clone(),
+                    error,
                 }),
             },
             many => Err(LookupError::Conflict {
@@ -172,8 +208,85 @@ impl PolicyCache {
         }
     }
 
-    /// Other policies in the namespace with the same source that could govern the same
-    /// trackers as `policy` (either has no selector, or their selectors are equal).
+    /// Whether `environment`, out of which no policy promotes a tracker in `namespace` with
+    /// `labels` that entered at `entry`, is the end of its chain: policies lead into it, none
+    /// leads out of it, and no link of the chain is missing. Otherwise, why the tracker waits.
+    pub fn chain_end(
+        &self,
+        namespace: &str,
+        environment: &str,
+        entry: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<(), String> {
+        let Ok(index) = self.inner.read() else {
+            return Err("the policy cache is unavailable".into());
+        };
+        let all: Vec<&Arc<CachedPolicy>> = index
+            .by_source
+            .iter()
+            .filter(|((ns, _), _)| ns == namespace)
+            .flat_map(|(_, m)| m.values())
+            .collect();
+        let mut leaving: Vec<&str> = all
+            .iter()
+            .filter(|p| p.spec.source_environment == environment)
+            .map(|p| p.name.as_str())
+            .collect();
+        if !leaving.is_empty() {
+            leaving.sort();
+            return Err(format!(
+                "policies {} promote from {environment:?} but none selects this tracker (labels {labels:?}); label the tracker or widen a spec.selector",
+                leaving.join(", ")
+            ));
+        }
+        let chain: Vec<&&Arc<CachedPolicy>> = all
+            .iter()
+            .filter(|p| selector::matches(p.spec.selector.as_ref(), labels))
+            .collect();
+        if !chain
+            .iter()
+            .any(|p| p.spec.target_environment == environment)
+        {
+            return Err(format!(
+                "no PromotionPolicy in namespace {namespace} promotes from or into {environment:?}: add the policy that promotes from it"
+            ));
+        }
+        // A chain that starts somewhere the tracker never entered, and never reaches the
+        // tracker's environment, is the far side of a missing link.
+        let reaches = |from: &str| {
+            let mut seen = BTreeSet::from([from.to_string()]);
+            let mut todo = vec![from.to_string()];
+            while let Some(here) = todo.pop() {
+                for p in chain.iter().filter(|p| p.spec.source_environment == here) {
+                    if seen.insert(p.spec.target_environment.clone()) {
+                        todo.push(p.spec.target_environment.clone());
+                    }
+                }
+            }
+            seen.contains(environment)
+        };
+        let mut gaps: Vec<String> = chain
+            .iter()
+            .filter(|p| {
+                let source = &p.spec.source_environment;
+                source != entry
+                    && !chain.iter().any(|q| &q.spec.target_environment == source)
+                    && !reaches(source)
+            })
+            .map(|p| format!("{} (from {:?})", p.name, p.spec.source_environment))
+            .collect();
+        if !gaps.is_empty() {
+            gaps.sort();
+            return Err(format!(
+                "the chain has a missing link: no policy leads into the source of {}; add the policy that promotes from {environment:?}",
+                gaps.join(", ")
+            ));
+        }
+        Ok(())
+    }
+
+    /// Other policies in the namespace with the same source that could govern one
+    /// tracker together with `policy` (their selectors overlap).
     pub fn rivals(&self, policy: &CachedPolicy) -> Vec<String> {
         let Ok(index) = self.inner.read() else {
             return Vec::new();
@@ -188,9 +301,7 @@ impl PolicyCache {
                 m.values()
                     .filter(|p| p.name != policy.name)
                     .filter(|p| {
-                        p.spec.selector.is_none()
-                            || policy.spec.selector.is_none()
-                            || p.spec.selector == policy.spec.selector
+                        selector::overlap(p.spec.selector.as_ref(), policy.spec.selector.as_ref())
                     })
                     .map(|p| p.name.clone())
                     .collect()
@@ -210,6 +321,21 @@ impl PolicyCache {
             .unwrap_or_default()
     }
 
+    /// Every policy of `namespace`, by name.
+    pub fn in_namespace(&self, namespace: &str) -> Vec<Arc<CachedPolicy>> {
+        let Ok(index) = self.inner.read() else {
+            return Vec::new();
+        };
+        let mut all: Vec<Arc<CachedPolicy>> = index
+            .by_source
+            .iter()
+            .filter(|((ns, _), _)| ns == namespace)
+            .flat_map(|(_, m)| m.values().cloned())
+            .collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
     /// How many policies are cached.
     pub fn len(&self) -> usize {
         self.inner.read().map(|i| i.filed_under.len()).unwrap_or(0)
@@ -218,6 +344,65 @@ impl PolicyCache {
     /// Whether the cache is empty.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+impl Index {
+    /// The environments of a loop that `policy`'s hop closes, following the hops of
+    /// its namespace whose selectors can claim the same tracker.
+    fn cycle_through(&self, policy: &CachedPolicy) -> Option<Vec<String>> {
+        let start = policy.spec.source_environment.clone();
+        let first = policy.spec.target_environment.clone();
+        // Breadth-first from the target back to the source; `came_from` rebuilds the path.
+        let mut came_from: HashMap<String, String> = HashMap::new();
+        let mut queue = std::collections::VecDeque::from([first.clone()]);
+        came_from.insert(first.clone(), start.clone());
+        while let Some(here) = queue.pop_front() {
+            if here == start {
+                let mut path = vec![start.clone()];
+                let mut at = came_from.get(&start)?.clone();
+                while at != start {
+                    path.push(at.clone());
+                    at = came_from.get(&at)?.clone();
+                }
+                path.push(start.clone());
+                path.reverse();
+                return Some(path);
+            }
+            let hops = self
+                .by_source
+                .get(&(policy.namespace.clone(), here.clone()))
+                .into_iter()
+                .flat_map(|m| m.values())
+                .filter(|p| {
+                    selector::overlap(p.spec.selector.as_ref(), policy.spec.selector.as_ref())
+                });
+            for p in hops {
+                let next = p.spec.target_environment.clone();
+                if !came_from.contains_key(&next) {
+                    came_from.insert(next.clone(), here.clone());
+                    queue.push_back(next);
+                }
+            }
+        }
+        None
+    }
+
+    fn upsert(&mut self, policy: CachedPolicy) {
+        let id = (policy.namespace.clone(), policy.name.clone());
+        let key = (
+            policy.namespace.clone(),
+            policy.spec.source_environment.clone(),
+        );
+        if let Some(old) = self.filed_under.insert(id.clone(), key.clone())
+            && old != key
+        {
+            remove_from(&mut self.by_source, &old, &id.1);
+        }
+        self.by_source
+            .entry(key)
+            .or_default()
+            .insert(policy.name.clone(), Arc::new(policy));
     }
 }
 
@@ -242,7 +427,7 @@ mod tests {
     fn policy(name: &str, source: &str, selector: Option<serde_json::Value>) -> CachedPolicy {
         let mut spec = json!({
             "sourceEnvironment": source, "targetEnvironment": "next",
-            "externalTests": [], "promotion": {"application": {"name": "app"}}
+            "externalTests": [], "allowUngated": true, "promotion": {"application": {"name": "app"}}
         });
         if let Some(s) = selector {
             spec["selector"] = s;

@@ -2,7 +2,8 @@
 //! its own persisted state. Adapters implement these; no HTTP or SDK type here.
 
 use async_trait::async_trait;
-use promotion_api::{ApplicationRef, Provider, PullRequestTrackerStatus};
+use promotion_api::{ApplicationRef, Provider, PullRequestTracker, PullRequestTrackerStatus};
+use std::sync::Arc;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -227,6 +228,39 @@ pub trait ArgoCdClient: Send + Sync {
     /// Points the application at `req.revision`. Idempotent: pointing it at the
     /// revision it already has changes nothing.
     async fn promote(&self, app: &ApplicationRef, req: &PromotionRequest) -> Result<(), PortError>;
+    /// Who holds `app` (the [`HELD_BY_ANNOTATION`] on it), if anyone.
+    async fn holder(&self, app: &ApplicationRef) -> Result<Option<String>, PortError>;
+    /// Takes the hold of `app` for `holder` when nobody holds it, `holder` already does, or
+    /// the current holder is `breaking` (a hold whose tracker left). The write carries the
+    /// version that was read, so of two racing callers only one wins.
+    async fn acquire(
+        &self,
+        app: &ApplicationRef,
+        holder: &str,
+        breaking: Option<&str>,
+    ) -> Result<Hold, PortError>;
+    /// Gives up the hold of `app` if `holder` has it; anything else is left alone.
+    async fn release(&self, app: &ApplicationRef, holder: &str) -> Result<(), PortError>;
+}
+
+/// The annotation on an Argo CD Application naming the tracker that holds its
+/// environment: `<namespace>/<name>/<uid>`.
+pub const HELD_BY_ANNOTATION: &str = "promotion.io/held-by";
+
+/// What an attempt to hold an application found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Hold {
+    /// The caller holds it now.
+    Acquired,
+    /// Someone else does (their holder id).
+    HeldBy(String),
+}
+
+/// Read access to the trackers the controller knows, for decisions that involve
+/// more than one tracker (who is ahead in a queue, whether a hold's tracker still exists).
+pub trait TrackerDirectory: Send + Sync {
+    /// Every known tracker, in any namespace.
+    fn trackers(&self) -> Vec<Arc<PullRequestTracker>>;
 }
 
 /// A GitHub repository and pull request.

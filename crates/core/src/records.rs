@@ -3,7 +3,9 @@
 use crate::ports::{RunState, RunStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use promotion_api::{PendingPromotion, PromotionRecord, TestRun, TestState};
+use promotion_api::{
+    PendingPromotion, PromotionRecord, PullRequestTrackerStatus, TestRun, TestState,
+};
 
 /// The status state of a CI run state.
 pub fn test_state(state: RunState) -> TestState {
@@ -53,7 +55,23 @@ pub fn build_promotion_record(pending: &PendingPromotion, runs: &[TestRun]) -> P
         promoted_at: Time(Timestamp::now()),
         promoted_by: pending.promoted_by.clone(),
         test_runs: runs.to_vec(),
+        interrupted: false,
     }
+}
+
+/// How many promotion records status keeps (the newest); `promotionCount` counts them all.
+pub const MAX_PROMOTION_RECORDS: usize = 50;
+
+/// Appends `record` to the audit trail, keeping the newest [`MAX_PROMOTION_RECORDS`]
+/// and counting every record in `promotionCount`, so a long journey stays bounded.
+pub fn append_promotion(status: &mut PullRequestTrackerStatus, record: PromotionRecord) {
+    let before = status
+        .promotion_count
+        .unwrap_or(i64::try_from(status.promotions.len()).unwrap_or(i64::MAX - 1));
+    status.promotion_count = Some(before + 1);
+    status.promotions.push(record);
+    let extra = status.promotions.len().saturating_sub(MAX_PROMOTION_RECORDS);
+    status.promotions.drain(..extra);
 }
 
 /// "smoke passed, e2e failed (optional)" for events and messages.

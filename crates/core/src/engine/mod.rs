@@ -1,0 +1,242 @@
+//! The state machine of one tracker: Deploying -> Synced -> Testing ->
+//! (AwaitingApproval) -> Promoting -> Promoted -> ... -> Completed, or Failed, or Closed.
+//!
+//! Level-triggered: each call reads where the tracker is and moves it as far as it
+//! can without waiting, saving status before every side effect that must happen
+//! once. Any call may be the first after a crash.
+//!
+//! One module per phase, so each rule has one home: [`deploy`] (Deploying and
+//! its timeout), [`gate`] (Synced, Testing: the policy snapshot, timeouts),
+//! [`approval`] (AwaitingApproval: approvals bound to a target and a SHA),
+//! [`occupancy`] (Queued: one PR per environment, verdicts re-checked),
+//! [`promote`] (Promoting, the bounded audit trail), [`lifecycle`] (close,
+//! reopen, new push, failure, retry, deletion, interrupted promotions).
+
+mod approval;
+mod deploy;
+mod gate;
+mod lifecycle;
+mod occupancy;
+mod promote;
+mod step;
+
+use crate::ports::{
+    ArgoCdClient, EventRecorder, EventType, GitHubClient, StoreError, TestRunner,
+    TrackerDirectory, TrackerStore,
+};
+use std::collections::BTreeSet;
+use crate::policy_cache::PolicyCache;
+use promotion_api::{Phase, PullRequestTracker, TestRun};
+use std::sync::Arc;
+use std::time::Duration;
+use step::Step;
+
+/// Annotation that approves a promotion when the policy has `autoPromote: false`:
+/// `<target environment>@<head sha>` (the full SHA or a prefix of at least 7 characters).
+pub const APPROVE_ANNOTATION: &str = "promotion.io/approve";
+/// Annotation naming who approved, recorded as promotedBy; the admission policy
+/// makes it equal to the user who set the approval.
+pub const APPROVED_BY_ANNOTATION: &str = "promotion.io/approved-by";
+
+/// Annotation whose new value restarts a failed gate.
+pub const RETRY_ANNOTATION: &str = "promotion.io/retry";
+
+/// The outside world, as the engine sees it.
+#[derive(Clone)]
+pub struct Ports {
+    /// CI systems.
+    pub runner: Arc<dyn TestRunner>,
+    /// Argo CD.
+    pub argo: Arc<dyn ArgoCdClient>,
+    /// GitHub.
+    pub github: Arc<dyn GitHubClient>,
+}
+
+/// Tunables.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// How often to look at running tests and syncing applications.
+    pub poll_interval: Duration,
+    /// How long a maybe-triggered run may stay unknown to its CI system, after the trigger's answer, before it is triggered again.
+    pub adoption_grace: Duration,
+    /// How many times a run the CI system never showed may be triggered again before it fails.
+    pub max_rearms: usize,
+    /// Who promotes when no person approved.
+    pub controller_name: String,
+    /// How long a PR may take to deploy in an environment when the policy that promoted it sets no deployTimeout.
+    pub deploy_timeout: Duration,
+    /// The configured CI connections, so a policy naming another is invalid; None: not checked.
+    pub connections: Option<BTreeSet<String>>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            poll_interval: Duration::from_secs(10),
+            adoption_grace: Duration::from_secs(30),
+            max_rearms: 1,
+            controller_name: "promotion-controller".into(),
+            deploy_timeout: Duration::from_secs(30 * 60),
+            connections: None,
+        }
+    }
+}
+
+/// Why a reconcile could not finish; the controller retries with backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The status could not be saved.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Where to go after one transition.
+enum Next {
+    /// Look again at once: the state moved.
+    Continue,
+    /// Nothing more to do now; look again after this long (None: when something changes).
+    Wait(Option<Duration>),
+}
+
+/// Moves trackers through their environments.
+pub struct Engine {
+    ports: Ports,
+    config: EngineConfig,
+    directory: Option<Arc<dyn TrackerDirectory>>,
+}
+
+impl Engine {
+    /// An engine over the given ports.
+    pub fn new(ports: Ports, config: EngineConfig) -> Self {
+        Self {
+            ports,
+            config,
+            directory: None,
+        }
+    }
+
+    /// The same engine, seeing the other trackers through `directory` (queue order,
+    /// stale holds). Without one, nobody is ahead in a queue and no hold is broken.
+    pub fn with_directory(mut self, directory: Arc<dyn TrackerDirectory>) -> Self {
+        self.directory = Some(directory);
+        self
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// Moves `tracker` as far as it can go now. Returns when to look again (None: on the next change).
+    pub async fn reconcile(
+        &self,
+        tracker: &PullRequestTracker,
+        policies: &PolicyCache,
+        store: &dyn TrackerStore,
+        events: &dyn EventRecorder,
+    ) -> Result<Option<Duration>, EngineError> {
+        let mut step = Step {
+            tracker,
+            status: tracker.status.clone().unwrap_or_default(),
+            policies,
+            store,
+            events,
+        };
+        // Bounded so that a bug can never spin; a real tracker needs at most a handful.
+        for _ in 0..16 {
+            match self.transition(&mut step).await? {
+                Next::Continue => continue,
+                Next::Wait(after) => return Ok(after),
+            }
+        }
+        Ok(Some(self.config.poll_interval))
+    }
+
+    /// A tracker is being deleted: cancels its running tests, records a promotion it
+    /// interrupted and releases the environments it holds, before it goes.
+    pub async fn finish(
+        &self,
+        tracker: &PullRequestTracker,
+        store: &dyn TrackerStore,
+        events: &dyn EventRecorder,
+    ) -> Result<(), EngineError> {
+        let policies = PolicyCache::new();
+        let mut step = Step {
+            tracker,
+            status: tracker.status.clone().unwrap_or_default(),
+            policies: &policies,
+            store,
+            events,
+        };
+        self.delete(&mut step).await
+    }
+
+    async fn transition(&self, s: &mut Step<'_>) -> Result<Next, EngineError> {
+        let spec = &s.tracker.spec;
+        if spec.closed {
+            return self.close(s).await;
+        }
+        if s.status.phase == Some(Phase::Closed) {
+            return self.reopen(s).await;
+        }
+        if s.status.head_sha.as_deref() != Some(spec.head_sha.as_str()) {
+            return self.restart_for_head(s).await;
+        }
+        let retry = s.annotation(RETRY_ANNOTATION).cloned();
+        if retry.is_some() && retry != s.status.observed_retry {
+            s.status.observed_retry = retry;
+            if s.status.phase == Some(Phase::Failed) {
+                self.restart_gate(s, "retry requested with the promotion.io/retry annotation");
+                s.save().await?;
+                s.event(
+                    EventType::Normal,
+                    "Retry",
+                    format!("Gate in {} restarted on request", s.environment()),
+                )
+                .await;
+            } else {
+                s.save().await?;
+            }
+            return Ok(Next::Continue);
+        }
+        match s.status.phase {
+            None | Some(Phase::Pending) => {
+                s.status.phase = Some(Phase::Deploying);
+                s.status.deploy_deadline = Some(s.deadline(None, self.config.deploy_timeout));
+                s.save().await?;
+                Ok(Next::Continue)
+            }
+            Some(Phase::Deploying) | Some(Phase::Promoted) => self.deploying(s).await,
+            Some(Phase::Synced) => self.start_gate(s).await,
+            Some(Phase::Testing) => self.testing(s).await,
+            Some(Phase::AwaitingApproval) => self.awaiting_approval(s).await,
+            Some(Phase::Queued) => self.queued(s).await,
+            Some(Phase::Promoting) => self.promoting(s).await,
+            Some(Phase::Failed) => self.failed(s).await,
+            Some(Phase::Completed) | Some(Phase::Closed) => Ok(Next::Wait(None)),
+        }
+    }
+}
+
+fn describe_runs(runs: &[TestRun]) -> String {
+    runs.iter()
+        .map(|r| match (&r.run_id, &r.message) {
+            (Some(id), _) => format!("{} started ({:?} run {id})", r.name, r.provider),
+            (None, Some(m)) => format!("{}: {m}", r.name),
+            (None, None) => format!("{} pending", r.name),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn cancel_message(base: &str, errors: &[String]) -> String {
+    if errors.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base} (could not cancel: {})", errors.join("; "))
+    }
+}
+
+fn backoff(poll: Duration, retry_after: Option<Duration>) -> Duration {
+    retry_after.map_or(poll, |r| r.max(poll))
+}
