@@ -2,6 +2,7 @@
 //! protocol that moves it. It reaches CI systems, Argo CD, GitHub, Kubernetes
 //! events and its own persisted state only through the traits in [`ports`].
 
+pub mod callbacks;
 pub mod conditions;
 pub mod engine;
 #[cfg(any(test, feature = "fakes"))]
@@ -11,6 +12,7 @@ pub mod policy;
 pub mod policy_cache;
 pub mod ports;
 pub mod promotion;
+pub mod pull_requests;
 pub mod records;
 pub mod secret;
 pub mod selector;
