@@ -8,8 +8,9 @@ use promotion_controller::config::{Args, FileConfig};
 use promotion_controller::controller::{self, ControllerConfig, Hooks};
 use promotion_controller::leader::Leadership;
 use promotion_controller::metrics::Metrics;
+use promotion_controller::pr_sync::PullRequestSync;
 use promotion_controller::webhook::Webhooks;
-use promotion_controller::{probes, telemetry, wiring};
+use promotion_controller::{probes, resync, telemetry, wiring};
 use promotion_core::engine::EngineConfig;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -45,13 +46,10 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", args.webhook_address))?;
     let secrets = wiring.webhook_secrets();
-    let webhook_app = Webhooks::new(
-        client.clone(),
-        file.repositories.clone(),
-        move || secrets.get(),
-        wake_tx,
-    )
-    .router();
+    let pull_requests = pull_request_sync(&client, &wiring, &file);
+    let webhook_app = Webhooks::new(move || secrets.get(), wake_tx)
+        .with_pull_requests(pull_requests.clone())
+        .router();
     tokio::spawn(async move {
         if let Err(e) = axum::serve(webhook_listener, webhook_app).await {
             tracing::error!(error = %e, "webhook server stopped");
@@ -110,7 +108,10 @@ async fn main() -> anyhow::Result<()> {
         ready: Some(ready),
         wake: Some(wake_rx),
     };
+    // Only the leader resyncs: one reader of GitHub's API is enough.
+    let resync = tokio::spawn(resync::run(pull_requests, args.pr_resync_interval));
     controller::run(client, wiring.ports(), config, hooks, shutdown).await;
+    resync.abort();
     let why = why_rx.await.unwrap_or("the controller stopped");
     if let Some(l) = leadership {
         l.release().await.context("releasing the lease")?;
@@ -121,6 +122,19 @@ async fn main() -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// GitHub's truth about pull requests, read through the github connection, applied to trackers.
+fn pull_request_sync(
+    client: &Client,
+    wiring: &wiring::Wiring,
+    file: &FileConfig,
+) -> Arc<PullRequestSync> {
+    Arc::new(PullRequestSync::new(
+        client.clone(),
+        wiring.pull_request_reader(),
+        file.repositories.clone(),
+    ))
 }
 
 async fn client(args: &Args) -> anyhow::Result<Client> {
