@@ -278,11 +278,13 @@ impl PullRequestSync {
             .list(&Default::default())
             .await
             .map_err(|e| format!("listing the trackers in {}: {e}", repo.namespace))?;
+        // Only the trackers sync itself writes (by name): a hand-made one is left alone.
         let ours: BTreeMap<u64, PullRequestTracker> = trackers
             .items
             .into_iter()
             .filter(|t| repo.is(&t.spec.repository.owner, &t.spec.repository.name))
             .filter_map(|t| Some((u64::try_from(t.spec.number).ok()?, t)))
+            .filter(|(n, t)| t.name_any() == tracker_name(&repo.name, *n))
             .collect();
         let mut look: BTreeSet<u64> = BTreeSet::new();
         for pr in &open {
