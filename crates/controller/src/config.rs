@@ -226,7 +226,10 @@ argocd: {sync: true}
         assert!(cfg.argocd.sync && cfg.argocd.refresh);
         assert_eq!(cfg.repositories[0].application.cluster, "in-cluster");
         assert_eq!(cfg.repositories[0].copy_labels, ["team:*", "area/*"]);
-        assert!(!cfg.repositories[0].allow_forks, "forks are off unless asked");
+        assert!(
+            !cfg.repositories[0].allow_forks,
+            "forks are off unless asked"
+        );
     }
 
     #[test]

@@ -131,7 +131,10 @@ impl GitHubClient for Unavailable {
 
 #[async_trait]
 impl PullRequestReader for Unavailable {
-    async fn pull_request(&self, _: &PullRequestRef) -> Result<Option<PullRequestState>, PortError> {
+    async fn pull_request(
+        &self,
+        _: &PullRequestRef,
+    ) -> Result<Option<PullRequestState>, PortError> {
         self.err()
     }
     async fn open_pull_requests(

@@ -47,7 +47,9 @@ pub enum SyncError {
         error: PortError,
     },
     /// GitHub answers 404 for a PR it announced: the connection cannot see it.
-    #[error("GitHub answers 404 for {0}; check that the github connection's credentials can read the repository's pull requests")]
+    #[error(
+        "GitHub answers 404 for {0}; check that the github connection's credentials can read the repository's pull requests"
+    )]
     NotFound(String),
     /// The PR (or the repository settings) cannot make a tracker.
     #[error(transparent)]
@@ -115,11 +117,7 @@ impl PullRequestSync {
     }
 
     /// Reads PR `number` of `repo` from GitHub and makes its tracker say the same.
-    pub async fn sync(
-        &self,
-        repo: &RepositorySettings,
-        number: u64,
-    ) -> Result<Applied, SyncError> {
+    pub async fn sync(&self, repo: &RepositorySettings, number: u64) -> Result<Applied, SyncError> {
         let name = tracker_name(&repo.name, number);
         let full = format!("{}/{name}", repo.namespace);
         let lock = self.lock_for(&full);
@@ -132,10 +130,7 @@ impl PullRequestSync {
         };
         let pr_name = format!("{}#{number}", repo.full_name());
         for _ in 0..TRIES {
-            let existing = api
-                .get_opt(&name)
-                .await
-                .map_err(|e| kube_error(&full, e))?;
+            let existing = api.get_opt(&name).await.map_err(|e| kube_error(&full, e))?;
             // Read GitHub only after the tracker: the write below is then based on news at
             // least as fresh as anything already written.
             let pr = self
@@ -206,10 +201,7 @@ fn owned_labels(tracker: &PullRequestTracker) -> BTreeSet<String> {
 fn says_the_same(existing: &PullRequestTracker, desired: &DesiredTracker) -> bool {
     let labels = existing.metadata.labels.clone().unwrap_or_default();
     existing.spec == desired.spec
-        && desired
-            .labels
-            .iter()
-            .all(|(k, v)| labels.get(k) == Some(v))
+        && desired.labels.iter().all(|(k, v)| labels.get(k) == Some(v))
         && owned_labels(existing)
             .iter()
             .all(|k| desired.labels.contains_key(k))
@@ -272,7 +264,12 @@ impl PullRequestSync {
             .reader
             .open_pull_requests(&repo.owner, &repo.name)
             .await
-            .map_err(|e| format!("listing the open pull requests of {}: {e}", repo.full_name()))?;
+            .map_err(|e| {
+                format!(
+                    "listing the open pull requests of {}: {e}",
+                    repo.full_name()
+                )
+            })?;
         let trackers = self
             .trackers(&repo.namespace)
             .list(&Default::default())

@@ -52,7 +52,11 @@ struct Setup {
 
 impl Setup {
     fn prs(&self) -> &promotion_standins::PullRequests {
-        &self.github.as_ref().expect("the GitHub stand-in").pull_requests
+        &self
+            .github
+            .as_ref()
+            .expect("the GitHub stand-in")
+            .pull_requests
     }
 }
 
@@ -178,7 +182,10 @@ async fn github(router: &axum::Router, event: &str, body: &Value) -> (StatusCode
         &[
             ("content-type", "application/json".into()),
             ("x-github-event", event.into()),
-            ("x-github-delivery", "72d3162e-cc78-11e3-81ab-4c9367dc0958".into()),
+            (
+                "x-github-delivery",
+                "72d3162e-cc78-11e3-81ab-4c9367dc0958".into(),
+            ),
             ("x-hub-signature-256", sign(&bytes)),
         ],
         bytes,
@@ -278,13 +285,27 @@ async fn a_push_in_the_same_second_moves_the_head() {
 async fn a_reopened_pull_request_reopens_its_tracker() {
     let s = setup("webhook-reopen").await;
     s.prs().open(REPO, 42, SHA1);
-    github(&s.router, "pull_request", &pr_event("opened", SHA1, "2026-11-25T10:00:00Z")).await;
+    github(
+        &s.router,
+        "pull_request",
+        &pr_event("opened", SHA1, "2026-11-25T10:00:00Z"),
+    )
+    .await;
     s.prs().close(REPO, 42);
-    github(&s.router, "pull_request", &pr_event("closed", SHA1, "2026-11-25T11:00:00Z")).await;
+    github(
+        &s.router,
+        "pull_request",
+        &pr_event("closed", SHA1, "2026-11-25T11:00:00Z"),
+    )
+    .await;
     assert!(tracker(&s).await.spec.closed);
     s.prs().reopen(REPO, 42);
-    let (code, text) =
-        github(&s.router, "pull_request", &pr_event("reopened", SHA1, "2026-11-25T12:00:00Z")).await;
+    let (code, text) = github(
+        &s.router,
+        "pull_request",
+        &pr_event("reopened", SHA1, "2026-11-25T12:00:00Z"),
+    )
+    .await;
     assert_eq!(code, StatusCode::ACCEPTED, "{text}");
     assert!(!tracker(&s).await.spec.closed);
 }
@@ -298,7 +319,12 @@ async fn copied_pr_labels_become_tracker_labels_and_follow_the_pr() {
     s.prs().label(REPO, 42, "team:Payments");
     s.prs().label(REPO, 42, "area/checkout");
     s.prs().label(REPO, 42, "bug");
-    github(&s.router, "pull_request", &pr_event("opened", SHA1, "2026-11-25T10:00:00Z")).await;
+    github(
+        &s.router,
+        "pull_request",
+        &pr_event("opened", SHA1, "2026-11-25T10:00:00Z"),
+    )
+    .await;
     let labels = tracker(&s).await.metadata.labels.unwrap_or_default();
     assert_eq!(
         labels,
@@ -322,8 +348,12 @@ async fn copied_pr_labels_become_tracker_labels_and_follow_the_pr() {
         .await
         .expect("a hand-made label");
     s.prs().unlabel(REPO, 42, "team:Payments");
-    let (code, text) =
-        github(&s.router, "pull_request", &pr_event("unlabeled", SHA1, "2026-11-25T10:05:00Z")).await;
+    let (code, text) = github(
+        &s.router,
+        "pull_request",
+        &pr_event("unlabeled", SHA1, "2026-11-25T10:05:00Z"),
+    )
+    .await;
     assert_eq!(code, StatusCode::ACCEPTED, "{text}");
     let labels = tracker(&s).await.metadata.labels.unwrap_or_default();
     assert_eq!(
@@ -339,8 +369,12 @@ async fn copied_pr_labels_become_tracker_labels_and_follow_the_pr() {
 async fn a_pull_request_from_a_fork_gets_no_tracker() {
     let s = setup("webhook-fork").await;
     s.prs().open_from(REPO, 42, SHA1, Some("mallory/shop"));
-    let (code, text) =
-        github(&s.router, "pull_request", &pr_event("opened", SHA1, "2026-11-25T10:00:00Z")).await;
+    let (code, text) = github(
+        &s.router,
+        "pull_request",
+        &pr_event("opened", SHA1, "2026-11-25T10:00:00Z"),
+    )
+    .await;
     assert_eq!(code, StatusCode::ACCEPTED);
     assert!(text.contains("fork"), "{text}");
     assert!(s.api.get_opt("shop-pr-42").await.expect("read").is_none());
@@ -350,9 +384,15 @@ async fn a_pull_request_from_a_fork_gets_no_tracker() {
 async fn github_unreachable_refuses_the_delivery_and_writes_nothing() {
     let fake = Arc::new(FakePullRequests::new());
     let s = setup_with("webhook-github-down", Some(fake.clone())).await;
-    fake.fail(PortError::transient("connection github: GET /repos/acme/shop/pulls/42: 502 server error"));
-    let (code, text) =
-        github(&s.router, "pull_request", &pr_event("opened", SHA1, "2026-11-25T10:00:00Z")).await;
+    fake.fail(PortError::transient(
+        "connection github: GET /repos/acme/shop/pulls/42: 502 server error",
+    ));
+    let (code, text) = github(
+        &s.router,
+        "pull_request",
+        &pr_event("opened", SHA1, "2026-11-25T10:00:00Z"),
+    )
+    .await;
     assert_eq!(code, StatusCode::BAD_GATEWAY, "{text}");
     assert!(text.contains("502 server error"), "{text}");
     assert_eq!(fake.gets(), 1);
@@ -360,8 +400,12 @@ async fn github_unreachable_refuses_the_delivery_and_writes_nothing() {
 
     // A PR GitHub does not show (404) is refused as well, naming the credentials.
     fake.recover();
-    let (code, text) =
-        github(&s.router, "pull_request", &pr_event("opened", SHA1, "2026-11-25T10:00:00Z")).await;
+    let (code, text) = github(
+        &s.router,
+        "pull_request",
+        &pr_event("opened", SHA1, "2026-11-25T10:00:00Z"),
+    )
+    .await;
     assert_eq!(code, StatusCode::BAD_GATEWAY, "{text}");
     assert!(text.contains("credentials"), "{text}");
     assert!(s.api.get_opt("shop-pr-42").await.expect("read").is_none());
@@ -373,21 +417,41 @@ async fn github_unreachable_refuses_the_delivery_and_writes_nothing() {
 async fn form_encoded_deliveries_are_accepted() {
     let s = setup("webhook-form").await;
     s.prs().open(REPO, 42, SHA1);
-    let json = serde_json::to_string(&pr_event("opened", SHA1, "2026-11-25T10:00:00Z")).expect("json");
+    let json =
+        serde_json::to_string(&pr_event("opened", SHA1, "2026-11-25T10:00:00Z")).expect("json");
     let body: String = form_urlencoded::Serializer::new(String::new())
         .append_pair("payload", &json)
         .finish();
     let form = |signature: String| {
         vec![
-            ("content-type", "application/x-www-form-urlencoded".to_string()),
+            (
+                "content-type",
+                "application/x-www-form-urlencoded".to_string(),
+            ),
             ("x-github-event", "pull_request".to_string()),
             ("x-hub-signature-256", signature),
         ]
     };
-    let (code, _) = send(&s.router, "/webhooks/github", &form(sign(json.as_bytes())), body.clone().into_bytes()).await;
-    assert_eq!(code, StatusCode::UNAUTHORIZED, "a signature over the JSON alone is not GitHub's");
+    let (code, _) = send(
+        &s.router,
+        "/webhooks/github",
+        &form(sign(json.as_bytes())),
+        body.clone().into_bytes(),
+    )
+    .await;
+    assert_eq!(
+        code,
+        StatusCode::UNAUTHORIZED,
+        "a signature over the JSON alone is not GitHub's"
+    );
     assert!(s.api.get_opt("shop-pr-42").await.expect("read").is_none());
-    let (code, text) = send(&s.router, "/webhooks/github", &form(sign(body.as_bytes())), body.into_bytes()).await;
+    let (code, text) = send(
+        &s.router,
+        "/webhooks/github",
+        &form(sign(body.as_bytes())),
+        body.into_bytes(),
+    )
+    .await;
     assert_eq!(code, StatusCode::ACCEPTED, "{text}");
     assert_eq!(tracker(&s).await.spec.head_sha, SHA1);
 }
@@ -584,7 +648,13 @@ async fn jenkins_notifications_as_the_plugin_sends_them_wake_the_decoded_job() {
     let (code, text) = send(
         &s.router,
         "/webhooks/jenkins",
-        &[json_only.clone(), ("authorization", format!("Basic {}", b64("jenkins:jk-token")))],
+        &[
+            json_only.clone(),
+            (
+                "authorization",
+                format!("Basic {}", b64("jenkins:jk-token")),
+            ),
+        ],
         jenkins_notification("job/team-a/job/smoke%20tests/", 12),
     )
     .await;
@@ -648,11 +718,22 @@ async fn the_resync_catches_lost_deliveries() {
         ],
         "#44 agreed and was not looked at again"
     );
-    assert_eq!(s.api.get("shop-pr-42").await.expect("42").spec.head_sha, SHA2);
-    assert!(s.api.get("shop-pr-43").await.expect("43").spec.closed);
-    assert_eq!(s.api.get("shop-pr-45").await.expect("45").spec.head_sha, SHA3);
     assert_eq!(
-        s.api.get("shop-pr-44").await.expect("44").metadata.resource_version,
+        s.api.get("shop-pr-42").await.expect("42").spec.head_sha,
+        SHA2
+    );
+    assert!(s.api.get("shop-pr-43").await.expect("43").spec.closed);
+    assert_eq!(
+        s.api.get("shop-pr-45").await.expect("45").spec.head_sha,
+        SHA3
+    );
+    assert_eq!(
+        s.api
+            .get("shop-pr-44")
+            .await
+            .expect("44")
+            .metadata
+            .resource_version,
         untouched.metadata.resource_version
     );
 

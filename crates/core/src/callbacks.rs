@@ -33,8 +33,7 @@ impl CallbackRun<'_> {
             || run_id
                 .strip_suffix(self.id)
                 .is_some_and(|head| head.ends_with(':') || head.ends_with('/'));
-        let queued =
-            self.provider == Provider::Jenkins && run_id.starts_with(JENKINS_QUEUE_PREFIX);
+        let queued = self.provider == Provider::Jenkins && run_id.starts_with(JENKINS_QUEUE_PREFIX);
         run.provider == self.provider
             && !is_final(run.state)
             && self.job.is_none_or(|j| j == run.job)
@@ -67,12 +66,45 @@ mod tests {
             job: Some("team-a/smoke tests"),
             id: "12",
         };
-        assert!(cb.is(&run(Provider::Jenkins, "team-a/smoke tests", "build:12", TestState::Running)));
-        assert!(cb.is(&run(Provider::Jenkins, "team-a/smoke tests", "queue:7", TestState::Pending)));
-        assert!(!cb.is(&run(Provider::Jenkins, "team-a/smoke tests", "build:112", TestState::Running)), "a suffix of the number is another build");
-        assert!(!cb.is(&run(Provider::Jenkins, "team-a/other", "build:12", TestState::Running)));
-        assert!(!cb.is(&run(Provider::Jenkins, "team-a/smoke tests", "build:12", TestState::Passed)));
-        assert!(!cb.is(&run(Provider::Gitlab, "team-a/smoke tests", "12", TestState::Running)));
+        assert!(cb.is(&run(
+            Provider::Jenkins,
+            "team-a/smoke tests",
+            "build:12",
+            TestState::Running
+        )));
+        assert!(cb.is(&run(
+            Provider::Jenkins,
+            "team-a/smoke tests",
+            "queue:7",
+            TestState::Pending
+        )));
+        assert!(
+            !cb.is(&run(
+                Provider::Jenkins,
+                "team-a/smoke tests",
+                "build:112",
+                TestState::Running
+            )),
+            "a suffix of the number is another build"
+        );
+        assert!(!cb.is(&run(
+            Provider::Jenkins,
+            "team-a/other",
+            "build:12",
+            TestState::Running
+        )));
+        assert!(!cb.is(&run(
+            Provider::Jenkins,
+            "team-a/smoke tests",
+            "build:12",
+            TestState::Passed
+        )));
+        assert!(!cb.is(&run(
+            Provider::Gitlab,
+            "team-a/smoke tests",
+            "12",
+            TestState::Running
+        )));
     }
 
     #[test]
@@ -85,6 +117,9 @@ mod tests {
         assert!(cb.wakes(&[run(Provider::Gitlab, "g/p", "g/p/31", TestState::Running)]));
         assert!(cb.wakes(&[run(Provider::Gitlab, "g/p", "31", TestState::Running)]));
         assert!(!cb.wakes(&[run(Provider::Gitlab, "g/p", "g/p/131", TestState::Running)]));
-        assert!(!cb.wakes(&[run(Provider::Gitlab, "g/p", "queue:1", TestState::Pending)]), "only Jenkins has queue items");
+        assert!(
+            !cb.wakes(&[run(Provider::Gitlab, "g/p", "queue:1", TestState::Pending)]),
+            "only Jenkins has queue items"
+        );
     }
 }

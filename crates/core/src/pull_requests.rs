@@ -170,12 +170,12 @@ pub fn desired_tracker(
     let mut provisional = PullRequestTracker::new(&name, spec.clone());
     provisional.metadata.namespace = Some(settings.namespace.clone());
     let vars = Variables::for_hop(&provisional, &settings.environment, &settings.environment);
-    spec.application.name = vars
-        .substitute(&settings.application.name)
-        .map_err(|e| PullRequestError::Settings {
-            repository: own.clone(),
-            problem: format!("application.name: {e}"),
-        })?;
+    spec.application.name =
+        vars.substitute(&settings.application.name)
+            .map_err(|e| PullRequestError::Settings {
+                repository: own.clone(),
+                problem: format!("application.name: {e}"),
+            })?;
     Ok(DesiredTracker {
         name,
         namespace: settings.namespace.clone(),
@@ -310,7 +310,10 @@ mod tests {
             Err(PullRequestError::FromFork { number: 42, .. })
         ));
         fork.head_repository = None;
-        assert!(desired_tracker(&settings(), &fork).is_err(), "deleted head repo");
+        assert!(
+            desired_tracker(&settings(), &fork).is_err(),
+            "deleted head repo"
+        );
         let allowed = RepositorySettings {
             allow_forks: true,
             ..settings()
@@ -384,6 +387,10 @@ mod tests {
         );
         assert_eq!(labels["team"].len(), 63);
         assert_eq!(labels["ops-team"], "blue-green");
-        assert_eq!(labels.len(), 2, "a label without a key is skipped: {labels:?}");
+        assert_eq!(
+            labels.len(),
+            2,
+            "a label without a key is skipped: {labels:?}"
+        );
     }
 }

@@ -110,7 +110,8 @@ fn next_page(answer: &Answer) -> Option<u32> {
         if !is_next {
             return None;
         }
-        let url = url::Url::parse(target.trim().trim_start_matches('<').trim_end_matches('>')).ok()?;
+        let url =
+            url::Url::parse(target.trim().trim_start_matches('<').trim_end_matches('>')).ok()?;
         url.query_pairs()
             .find(|(k, _)| k == "page")
             .and_then(|(_, v)| v.parse().ok())
@@ -133,7 +134,10 @@ impl PullRequestReader for GitHubPullRequests {
         if answer.status == StatusCode::NOT_FOUND {
             return Ok(None);
         }
-        answer.json::<PullJson>()?.into_state(&answer.what).map(Some)
+        answer
+            .json::<PullJson>()?
+            .into_state(&answer.what)
+            .map(Some)
     }
 
     async fn open_pull_requests(

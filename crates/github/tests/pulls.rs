@@ -6,7 +6,9 @@
 //! (docs.github.com/rest/using-the-rest-api/using-pagination-in-the-rest-api).
 
 use promotion_core::ports::{ErrorKind, PullRequestReader, PullRequestRef};
-use promotion_github::{Credentials, GitHubConfig, GitHubConnection, GitHubPullRequests, SecretString};
+use promotion_github::{
+    Credentials, GitHubConfig, GitHubConnection, GitHubPullRequests, SecretString,
+};
 use promotion_standins::{CiScript, GITHUB_SECRET, StandInConfig, StandIns};
 use std::time::Duration;
 
@@ -71,7 +73,11 @@ async fn one_pull_request_is_read_with_head_state_and_labels() {
 
     s.pull_requests.push(REPO, 1347, SHA2);
     s.pull_requests.merge(REPO, 1347);
-    let merged = reader(&s).pull_request(&pr(1347)).await.expect("read").expect("present");
+    let merged = reader(&s)
+        .pull_request(&pr(1347))
+        .await
+        .expect("read")
+        .expect("present");
     assert_eq!(merged.head_sha, SHA2);
     assert!(!merged.open && merged.merged);
 }
@@ -79,12 +85,21 @@ async fn one_pull_request_is_read_with_head_state_and_labels() {
 #[tokio::test]
 async fn a_fork_names_its_head_repository_and_a_deleted_fork_none() {
     let s = standins().await;
-    s.pull_requests.open_from(REPO, 7, SHA1, Some("mallory/shop"));
+    s.pull_requests
+        .open_from(REPO, 7, SHA1, Some("mallory/shop"));
     s.pull_requests.open_from(REPO, 8, SHA1, None);
     let r = reader(&s);
-    let fork = r.pull_request(&pr(7)).await.expect("read").expect("present");
+    let fork = r
+        .pull_request(&pr(7))
+        .await
+        .expect("read")
+        .expect("present");
     assert_eq!(fork.head_repository.as_deref(), Some("mallory/shop"));
-    let gone = r.pull_request(&pr(8)).await.expect("read").expect("present");
+    let gone = r
+        .pull_request(&pr(8))
+        .await
+        .expect("read")
+        .expect("present");
     assert_eq!(gone.head_repository, None);
 }
 
@@ -98,7 +113,10 @@ async fn a_missing_pull_request_is_none_and_bad_credentials_an_error() {
         .expect_err("401");
     assert_eq!(err.kind, ErrorKind::Permanent);
     assert!(err.message.contains("401"), "{}", err.message);
-    assert!(!err.message.contains("ghp_wrong"), "no credentials in errors");
+    assert!(
+        !err.message.contains("ghp_wrong"),
+        "no credentials in errors"
+    );
     let err = reader_with(&s, "ghp_wrong")
         .open_pull_requests("acme", "shop")
         .await
@@ -121,6 +139,9 @@ async fn every_page_of_open_pull_requests_is_read() {
     let mut numbers: Vec<u64> = open.iter().map(|p| p.number).collect();
     numbers.sort_unstable();
     let want: Vec<u64> = (1..=250).filter(|n| *n != 17).collect();
-    assert_eq!(numbers, want, "three pages of 100, closed and other repositories left out");
+    assert_eq!(
+        numbers, want,
+        "three pages of 100, closed and other repositories left out"
+    );
     assert!(open.iter().all(|p| p.open && p.head_sha == SHA1));
 }

@@ -160,7 +160,13 @@ fn repo_json(base: &str, full_name: &str) -> Value {
 }
 
 /// A pull request object; `full` adds what only the single-PR endpoint returns.
-fn pull_json(base: &str, (owner, repo, number): &Key, p: &Pull, labels: &[String], full: bool) -> Value {
+fn pull_json(
+    base: &str,
+    (owner, repo, number): &Key,
+    p: &Pull,
+    labels: &[String],
+    full: bool,
+) -> Value {
     let full_name = format!("{owner}/{repo}");
     let url = format!("{base}/repos/{full_name}/pulls/{number}");
     let labels: Vec<Value> = labels
@@ -211,7 +217,13 @@ fn pull_json(base: &str, (owner, repo, number): &Key, p: &Pull, labels: &[String
 }
 
 /// `GET /repos/:o/:r/pulls/:n`.
-pub(crate) fn get(pulls: &PullRequests, base: &str, owner: String, repo: String, number: &str) -> Response {
+pub(crate) fn get(
+    pulls: &PullRequests,
+    base: &str,
+    owner: String,
+    repo: String,
+    number: &str,
+) -> Response {
     let Ok(number) = number.parse::<u64>() else {
         return crate::github::not_found();
     };
@@ -269,7 +281,9 @@ pub(crate) fn list(
         .collect();
     let mut resp = json(StatusCode::OK, Value::Array(items));
     let link_to = |n: usize, rel: &str| {
-        format!("<{base}/repos/{owner}/{repo}/pulls?state={state}&per_page={per_page}&page={n}>; rel=\"{rel}\"")
+        format!(
+            "<{base}/repos/{owner}/{repo}/pulls?state={state}&per_page={per_page}&page={n}>; rel=\"{rel}\""
+        )
     };
     let mut links = Vec::new();
     if page > 1 {

@@ -30,7 +30,10 @@ pub(super) async fn receive(
             "no GitLab webhook token is configured",
         );
     };
-    if !token_matches(&secret, header(&headers, "x-gitlab-token").map(str::as_bytes)) {
+    if !token_matches(
+        &secret,
+        header(&headers, "x-gitlab-token").map(str::as_bytes),
+    ) {
         return refuse(StatusCode::UNAUTHORIZED, "X-Gitlab-Token does not match");
     }
     match header(&headers, "x-gitlab-event") {

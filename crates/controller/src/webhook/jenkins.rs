@@ -129,7 +129,10 @@ mod tests {
     fn basic_auth_gives_the_password() {
         let mut h = HeaderMap::new();
         // base64("jenkins:s3:cret"): the password may hold colons.
-        h.insert("authorization", "Basic amVua2luczpzMzpjcmV0".parse().expect("header"));
+        h.insert(
+            "authorization",
+            "Basic amVua2luczpzMzpjcmV0".parse().expect("header"),
+        );
         assert_eq!(basic_password(&h).as_deref(), Some(&b"s3:cret"[..]));
         h.insert("authorization", "Bearer abc".parse().expect("header"));
         assert_eq!(basic_password(&h), None);

@@ -87,7 +87,10 @@ impl Webhooks {
             .route("/webhooks/github", post(github::receive))
             .route("/webhooks/gitlab", post(gitlab::receive))
             .route("/webhooks/jenkins", post(jenkins::receive))
-            .route("/webhooks/jenkins/{token}", post(jenkins::receive_with_token))
+            .route(
+                "/webhooks/jenkins/{token}",
+                post(jenkins::receive_with_token),
+            )
             .layer(DefaultBodyLimit::max(MAX_BODY))
             .with_state(Arc::new(self))
     }
