@@ -144,7 +144,8 @@ impl World {
         Ok(())
     }
 
-    /// Sends GitHub's signed `pull_request` event, as GitHub would on opening a PR.
+    /// Opens the PR on the GitHub stand-in and sends GitHub's signed `pull_request`
+    /// event, as GitHub would; the controller reads the PR back from the API.
     pub async fn open_pull_request(
         &self,
         owner: &str,
@@ -152,6 +153,9 @@ impl World {
         number: u64,
         sha: &str,
     ) -> Result<String> {
+        self.standins
+            .pull_requests
+            .open(&format!("{owner}/{repo}"), number, sha);
         let body = serde_json::to_vec(&serde_json::json!({
             "action": "opened",
             "number": number,

@@ -76,6 +76,10 @@ pub struct Args {
     /// This replica's identity in the Lease; the pod name in a cluster.
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
+    /// How often the open pull requests of each repository are read from GitHub and
+    /// applied to their trackers (catches lost webhook deliveries); 0s disables it.
+    #[arg(long, env = "PROMOTION_PR_RESYNC_INTERVAL", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub pr_resync_interval: Duration,
 }
 
 /// A Secret the configuration refers to (in the controller's own namespace).
@@ -181,6 +185,14 @@ impl FileConfig {
                 );
             }
         }
+        let mut repositories = std::collections::BTreeSet::new();
+        for r in &cfg.repositories {
+            r.check()?;
+            let key = r.full_name().to_ascii_lowercase();
+            if !repositories.insert(key) {
+                anyhow::bail!("repository {} is configured twice", r.full_name());
+            }
+        }
         Ok(cfg)
     }
 }
@@ -211,6 +223,7 @@ repositories:
     namespace: team-a
     environment: dev
     application: {name: shop-dev}
+    copyLabels: ["team:*", "area/*"]
 webhookSecretRef: {name: promotion-webhooks}
 argocd: {sync: true}
 "#,
@@ -219,6 +232,11 @@ argocd: {sync: true}
         assert_eq!(cfg.connections.len(), 2);
         assert!(cfg.argocd.sync && cfg.argocd.refresh);
         assert_eq!(cfg.repositories[0].application.cluster, "in-cluster");
+        assert_eq!(cfg.repositories[0].copy_labels, ["team:*", "area/*"]);
+        assert!(
+            !cfg.repositories[0].allow_forks,
+            "forks are off unless asked"
+        );
     }
 
     #[test]
@@ -244,6 +262,20 @@ argocd: {sync: true}
                 .expect_err("two")
                 .to_string()
                 .contains("default gitlab")
+        );
+        let repo = "repositories:\n- {owner: acme, name: shop, namespace: a, environment: dev, application: {name: 'shop-${PR_NUMBR}'}}\n";
+        assert!(
+            FileConfig::parse(repo)
+                .expect_err("unknown variable")
+                .to_string()
+                .contains("PR_NUMBR")
+        );
+        let twice = "repositories:\n- {owner: acme, name: shop, namespace: a, environment: dev, application: {name: x}}\n- {owner: ACME, name: shop, namespace: b, environment: dev, application: {name: y}}\n";
+        assert!(
+            FileConfig::parse(twice)
+                .expect_err("twice")
+                .to_string()
+                .contains("configured twice")
         );
         assert!(
             FileConfig::parse("colour: blue\n").is_err(),

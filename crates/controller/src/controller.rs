@@ -14,6 +14,7 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Predicate, WatchStreamExt, predicates, watcher};
 use kube::{Client, Resource, ResourceExt};
 use promotion_api::{PromotionPolicy, Provider, PullRequestTracker};
+use promotion_core::callbacks::CallbackRun;
 use promotion_core::conditions::{self, types};
 use promotion_core::engine::{Engine, EngineConfig, EngineError, Ports};
 use promotion_core::policy_cache::PolicyCache;
@@ -65,26 +66,17 @@ pub struct Wake {
 }
 
 impl Wake {
-    /// Whether a tracker follows this run: an unfinished run of that provider whose
-    /// run id is the id, or ends in `:id` or `/id`. A Jenkins run still known only by its
-    /// queue item (`queue:N`) matches any build of its job: the build number is not known yet.
+    /// Whether a tracker follows this run (the rule lives in the domain: [`CallbackRun`]).
     pub fn matches(&self, tracker: &PullRequestTracker) -> bool {
-        let Some(status) = &tracker.status else {
-            return false;
+        let callback = CallbackRun {
+            provider: self.provider,
+            job: self.job.as_deref(),
+            id: &self.id,
         };
-        status.test_runs.iter().any(|r| {
-            let same_run = r.run_id.as_ref().is_some_and(|id| {
-                id == &self.id
-                    || id.ends_with(&format!(":{}", self.id))
-                    || id.ends_with(&format!("/{}", self.id))
-            });
-            let queued = self.provider == Provider::Jenkins
-                && r.run_id.as_ref().is_some_and(|id| id.starts_with("queue:"));
-            r.provider == self.provider
-                && !is_final(r.state)
-                && self.job.as_ref().is_none_or(|j| j == &r.job)
-                && (same_run || queued)
-        })
+        tracker
+            .status
+            .as_ref()
+            .is_some_and(|s| callback.wakes(&s.test_runs))
     }
 }
 

@@ -3,8 +3,8 @@
 
 use async_trait::async_trait;
 use promotion_core::ports::{
-    CommitStatus, GitHubClient, PortError, PullRequestRef, RunHandle, RunRef, RunStatus,
-    TestRunner, TriggerRequest,
+    CommitStatus, GitHubClient, PortError, PullRequestReader, PullRequestRef, PullRequestState,
+    RunHandle, RunRef, RunStatus, TestRunner, TriggerRequest,
 };
 use std::sync::{Arc, RwLock};
 
@@ -66,6 +66,23 @@ impl GitHubClient for Swappable<dyn GitHubClient> {
     }
 }
 
+#[async_trait]
+impl PullRequestReader for Swappable<dyn PullRequestReader> {
+    async fn pull_request(
+        &self,
+        pr: &PullRequestRef,
+    ) -> Result<Option<PullRequestState>, PortError> {
+        self.current().pull_request(pr).await
+    }
+    async fn open_pull_requests(
+        &self,
+        owner: &str,
+        repo: &str,
+    ) -> Result<Vec<PullRequestState>, PortError> {
+        self.current().open_pull_requests(owner, repo).await
+    }
+}
+
 /// A connection that cannot be used yet (missing or malformed Secret): every call
 /// says why, as a transient error, so fixing the Secret heals it without a restart.
 #[derive(Clone, Debug)]
@@ -108,6 +125,23 @@ impl GitHubClient for Unavailable {
         _: &str,
         _: &CommitStatus,
     ) -> Result<(), PortError> {
+        self.err()
+    }
+}
+
+#[async_trait]
+impl PullRequestReader for Unavailable {
+    async fn pull_request(
+        &self,
+        _: &PullRequestRef,
+    ) -> Result<Option<PullRequestState>, PortError> {
+        self.err()
+    }
+    async fn open_pull_requests(
+        &self,
+        _: &str,
+        _: &str,
+    ) -> Result<Vec<PullRequestState>, PortError> {
         self.err()
     }
 }

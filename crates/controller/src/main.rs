@@ -14,8 +14,9 @@ use std::future::Future;
 use std::sync::Mutex;
 use std::sync::atomic::Ordering;
 use promotion_controller::metrics::Metrics;
+use promotion_controller::pr_sync::PullRequestSync;
 use promotion_controller::webhook::Webhooks;
-use promotion_controller::{probes, telemetry, wiring};
+use promotion_controller::{probes, resync, telemetry, wiring};
 use promotion_core::engine::EngineConfig;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -51,13 +52,10 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", args.webhook_address))?;
     let secrets = wiring.webhook_secrets();
-    let webhook_app = Webhooks::new(
-        client.clone(),
-        file.repositories.clone(),
-        move || secrets.get(),
-        wake_tx,
-    )
-    .router();
+    let pull_requests = pull_request_sync(&client, &wiring, &file);
+    let webhook_app = Webhooks::new(move || secrets.get(), wake_tx)
+        .with_pull_requests(pull_requests.clone())
+        .router();
     tokio::spawn(async move {
         if let Err(e) = axum::serve(webhook_listener, webhook_app).await {
             tracing::error!(error = %e, "webhook server stopped");
@@ -114,6 +112,8 @@ async fn main() -> anyhow::Result<()> {
             }
             tracing::info!("leading");
         }
+        // Only the leader resyncs: one reader of GitHub's API is enough.
+        let resync = tokio::spawn(resync::run(pull_requests.clone(), args.pr_resync_interval));
         let (tx, rx) = futures::channel::mpsc::unbounded();
         *term_wake.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
         let why = lead(
@@ -128,6 +128,7 @@ async fn main() -> anyhow::Result<()> {
             leadership.as_ref().map(|l| l.lost()),
         )
         .await;
+        resync.abort();
         ready.store(false, Ordering::SeqCst);
         *term_wake.lock().unwrap_or_else(|p| p.into_inner()) = None;
         if why == Stop::Shutdown {
@@ -196,6 +197,19 @@ async fn lead(
     controller::run(client, ports, config, hooks, shutdown).await;
     watcher.abort();
     why_rx.await.unwrap_or(Stop::Shutdown)
+}
+
+/// GitHub's truth about pull requests, read through the github connection, applied to trackers.
+fn pull_request_sync(
+    client: &Client,
+    wiring: &wiring::Wiring,
+    file: &FileConfig,
+) -> Arc<PullRequestSync> {
+    Arc::new(PullRequestSync::new(
+        client.clone(),
+        wiring.pull_request_reader(),
+        file.repositories.clone(),
+    ))
 }
 
 async fn client(args: &Args) -> anyhow::Result<Client> {

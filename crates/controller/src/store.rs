@@ -7,14 +7,10 @@ use async_trait::async_trait;
 use kube::api::{Api, PostParams};
 use promotion_api::{PullRequestTracker, PullRequestTrackerStatus};
 use promotion_core::ports::{StoreError, TrackerStore};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// The field manager of every write the controller makes.
 pub const FIELD_MANAGER: &str = "promotion-controller";
-
-/// Counts status writes, for the API-cost test.
-pub static STATUS_WRITES: AtomicU64 = AtomicU64::new(0);
 
 /// Saves one tracker's status with optimistic concurrency.
 pub struct KubeTrackerStore {
@@ -60,7 +56,6 @@ impl TrackerStore for KubeTrackerStore {
             field_manager: Some(FIELD_MANAGER.into()),
             ..PostParams::default()
         };
-        STATUS_WRITES.fetch_add(1, Ordering::Relaxed);
         match self.api.replace_status(&name, &params, &body).await {
             Ok(saved) => {
                 if let Ok(mut obj) = self.object.lock() {

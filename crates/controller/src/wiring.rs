@@ -18,7 +18,7 @@ use promotion_adapters::{ConnectionConfig, ConnectionKind, Credentials, RunnerSe
 use promotion_api::Provider;
 use promotion_argocd::{ClusterClients, KubeArgoCd, PromoteOptions};
 use promotion_core::engine::Ports;
-use promotion_core::ports::{GitHubClient, TestRunner};
+use promotion_core::ports::{GitHubClient, PullRequestReader, TestRunner};
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
@@ -35,14 +35,21 @@ impl WebhookSecretsHandle {
     }
 }
 
+/// A GitHub connection feeds two ports: labels/statuses, and pull request reads.
+type GitHubSlot = (
+    Arc<Swappable<dyn GitHubClient>>,
+    Arc<Swappable<dyn PullRequestReader>>,
+);
+
 enum Slot {
     Runner(Arc<Swappable<dyn TestRunner>>),
-    GitHub(Arc<Swappable<dyn GitHubClient>>),
+    GitHub(GitHubSlot),
 }
 
 /// The wired ports, kept current by a Secret watch.
 pub struct Wiring {
     ports: Ports,
+    pull_requests: Arc<dyn PullRequestReader>,
     webhook: WebhookSecretsHandle,
     _watch: tokio::task::JoinHandle<()>,
 }
@@ -52,7 +59,7 @@ impl Wiring {
     pub async fn start(client: Client, file: &FileConfig, namespace: &str) -> anyhow::Result<Self> {
         let mut runners = RunnerSet::new();
         let mut slots: Vec<(ConnectionEntry, Slot)> = Vec::new();
-        let mut github: Option<Arc<Swappable<dyn GitHubClient>>> = None;
+        let mut github: Option<GitHubSlot> = None;
         for entry in &file.connections {
             // Mistakes that no Secret can fix stop the controller at start-up.
             check_static(entry)?;
@@ -61,10 +68,7 @@ impl Wiring {
                 entry.name, entry.secret_ref.name
             );
             if entry.kind == "github" {
-                let swap: Arc<Swappable<dyn GitHubClient>> = Arc::new(Swappable::new(Arc::new(
-                    Unavailable(waiting),
-                )
-                    as Arc<dyn GitHubClient>));
+                let swap = github_slot(&waiting);
                 if entry.default || github.is_none() {
                     github = Some(swap.clone());
                 }
@@ -84,12 +88,10 @@ impl Wiring {
                 slots.push((entry.clone(), Slot::Runner(swap)));
             }
         }
-        let github: Arc<dyn GitHubClient> = match github {
-            Some(g) => g,
-            None => Arc::new(Unavailable(
-                "no connection of kind github is configured".into(),
-            )),
-        };
+        let (github, pull_requests) =
+            github.unwrap_or_else(|| github_slot("no connection of kind github is configured"));
+        let github: Arc<dyn GitHubClient> = github;
+        let pull_requests: Arc<dyn PullRequestReader> = pull_requests;
         let argo = KubeArgoCd::new(
             Arc::new(ClusterClients::new(client.clone(), namespace)),
             PromoteOptions {
@@ -124,6 +126,7 @@ impl Wiring {
         let watch = tokio::spawn(follower.run(api));
         Ok(Self {
             ports,
+            pull_requests,
             webhook,
             _watch: watch,
         })
@@ -134,10 +137,27 @@ impl Wiring {
         self.ports.clone()
     }
 
+    /// Reads pull requests through the default github connection, current as its Secret changes.
+    pub fn pull_request_reader(&self) -> Arc<dyn PullRequestReader> {
+        self.pull_requests.clone()
+    }
+
     /// The webhook secrets, current as their Secret changes.
     pub fn webhook_secrets(&self) -> WebhookSecretsHandle {
         self.webhook.clone()
     }
+}
+
+/// Both GitHub ports of one connection, unavailable (saying `why`) until its Secret is read.
+fn github_slot(why: &str) -> GitHubSlot {
+    (
+        Arc::new(Swappable::new(
+            Arc::new(Unavailable(why.to_string())) as Arc<dyn GitHubClient>
+        )),
+        Arc::new(Swappable::new(
+            Arc::new(Unavailable(why.to_string())) as Arc<dyn PullRequestReader>
+        )),
+    )
 }
 
 fn provider(kind: &str) -> anyhow::Result<Provider> {
@@ -247,14 +267,18 @@ impl SecretFollower {
             };
             match (slot, built) {
                 (Slot::Runner(swap), Ok(Built::Runner(r))) => swap.swap(r),
-                (Slot::GitHub(swap), Ok(Built::GitHub(g))) => swap.swap(g),
+                (Slot::GitHub((swap, reader)), Ok(Built::GitHub(g, r))) => {
+                    swap.swap(g);
+                    reader.swap(r);
+                }
                 (Slot::Runner(swap), Err(why)) => {
                     tracing::warn!(connection = %entry.name, reason = %why, "connection unavailable");
                     swap.swap(Arc::new(Unavailable(why)));
                 }
-                (Slot::GitHub(swap), Err(why)) => {
+                (Slot::GitHub((swap, reader)), Err(why)) => {
                     tracing::warn!(connection = %entry.name, reason = %why, "connection unavailable");
-                    swap.swap(Arc::new(Unavailable(why)));
+                    swap.swap(Arc::new(Unavailable(why.clone())));
+                    reader.swap(Arc::new(Unavailable(why)));
                 }
                 _ => {}
             }
@@ -315,7 +339,10 @@ impl SecretFollower {
                 let connection =
                     promotion_github::GitHubConnection::new(&config).map_err(|e| e.to_string())?;
                 Ok(if kind == "github" {
-                    Built::GitHub(Arc::new(promotion_github::GitHubApi::new(connection)))
+                    Built::GitHub(
+                        Arc::new(promotion_github::GitHubApi::new(connection.clone())),
+                        Arc::new(promotion_github::GitHubPullRequests::new(connection)),
+                    )
                 } else {
                     Built::Runner(Arc::new(promotion_github::GitHubActionsRunner::new(
                         connection,
@@ -328,5 +355,5 @@ impl SecretFollower {
 
 enum Built {
     Runner(Arc<dyn TestRunner>),
-    GitHub(Arc<dyn GitHubClient>),
+    GitHub(Arc<dyn GitHubClient>, Arc<dyn PullRequestReader>),
 }

@@ -1,13 +1,11 @@
-//! How many API writes one hop costs, counted on the real API server.
-//! Alone in its binary: the write counter is process-wide.
+//! How many API writes one hop costs, counted on the real API server through the
+//! controller's own `status_writes` metric.
 
 mod support;
 
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams};
 use promotion_api::Phase;
-use promotion_controller::store::STATUS_WRITES;
-use std::sync::atomic::Ordering;
 use support::*;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -18,10 +16,10 @@ async fn writes_per_hop() {
     h.start();
     // Let the policy status settle so it is not counted.
     h.wait_for_policy_ready("dev-to-staging").await;
-    let before = STATUS_WRITES.load(Ordering::Relaxed);
+    let before = status_writes(&h);
     h.create_tracker(tracker("pr-42")).await;
     h.wait_phase("pr-42", Phase::Completed).await;
-    let status_writes = STATUS_WRITES.load(Ordering::Relaxed) - before;
+    let writes = status_writes(&h) - before;
     let events: Api<Event> = Api::namespaced(h.ctx.client.clone(), &h.ctx.namespace);
     let event_writes = events
         .list(&ListParams::default())
@@ -30,13 +28,23 @@ async fn writes_per_hop() {
         .items
         .len();
     println!(
-        "one hop (dev -> staging, 2 tests) then Completed in staging: {status_writes} tracker status writes, {event_writes} events"
+        "one hop (dev -> staging, 2 tests) then Completed in staging: {writes} tracker status writes, {event_writes} events"
     );
     // The protocol's floor: first sight, synced, intents, run ids, results, pending promotion,
     // application step, record, synced in staging, completed.
-    assert!(status_writes >= 8, "{status_writes}");
+    assert!(writes >= 8, "{writes}");
     assert!(
-        status_writes <= 16,
-        "a hop should not cost more than 16 status writes, it cost {status_writes}"
+        writes <= 16,
+        "a hop should not cost more than 16 status writes, it cost {writes}"
     );
+}
+
+/// The `promotion_status_writes_total` counter as the metrics endpoint shows it.
+fn status_writes(h: &Harness) -> u64 {
+    h.metrics
+        .render()
+        .lines()
+        .find_map(|l| l.strip_prefix("promotion_status_writes_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("status_writes_total is exposed")
 }

@@ -131,13 +131,7 @@ impl World {
 
         let (wake_tx, wake_rx) = futures::channel::mpsc::unbounded();
         let webhook_secrets = wiring.webhook_secrets();
-        let receiver = Webhooks::new(
-            client.clone(),
-            Vec::new(),
-            move || webhook_secrets.get(),
-            wake_tx,
-        )
-        .router();
+        let receiver = Webhooks::new(move || webhook_secrets.get(), wake_tx).router();
         let mut tasks = vec![Task(tokio::spawn(async move {
             let _ = axum::serve(listener, receiver).await;
         }))];

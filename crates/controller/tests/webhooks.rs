@@ -1,20 +1,39 @@
-//! The webhook receiver against the real API server: PR events create, move and
-//! close trackers exactly once; bad input is refused and changes nothing.
+//! The webhook receiver against the real API server and the GitHub stand-in: a
+//! pull_request delivery makes the tracker say what the GitHub API says of the PR
+//! (head, closed, copied labels), exactly once; the resync catches lost deliveries;
+//! CI callbacks shaped as each service sends them wake the controller; bad input is
+//! refused and changes nothing.
+//!
+//! Delivery payloads follow GitHub's "Webhook events and payloads" reference
+//! (docs.github.com/webhooks/webhook-events-and-payloads, pull_request), and the
+//! Jenkins notifications the Notification plugin's documented message
+//! (plugins.jenkins.io/notification).
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use futures::StreamExt;
 use hmac::{Hmac, Mac};
 use http_body_util::BodyExt;
-use kube::api::Api;
-use promotion_api::{ApplicationRef, Provider, PullRequestTracker};
+use kube::api::{Api, Patch, PatchParams};
+use promotion_api::{Provider, PullRequestTracker};
 use promotion_controller::controller::Wake;
+use promotion_controller::pr_sync::{Applied, PullRequestSync};
 use promotion_controller::webhook::{MAX_BODY, RepositoryConfig, WebhookSecrets, Webhooks};
+use promotion_core::fakes::FakePullRequests;
+use promotion_core::ports::{PortError, PullRequestReader, PullRequestState};
+use promotion_standins::{CiScript, GITHUB_SECRET, StandInConfig, StandIns};
 use serde_json::{Value, json};
 use sha2::Sha256;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
 use tower::ServiceExt;
 
 const SECRET: &[u8] = b"webhook-s3cret";
+const REPO: &str = "acme/shop";
+const SHA1: &str = "3f2c9a1b7e4d5c6f8a9b0c1d2e3f4a5b6c7d8e9f";
+const SHA2: &str = "9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a2f1e0d";
+const SHA3: &str = "0a1b2c3d4e5f60718293a4b5c6d7e8f901234567";
 
 fn sign(body: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(SECRET).expect("key");
@@ -26,40 +45,107 @@ struct Setup {
     router: axum::Router,
     api: Api<PullRequestTracker>,
     wakes: futures::channel::mpsc::UnboundedReceiver<Wake>,
+    sync: Arc<PullRequestSync>,
+    /// Kept alive for the test: its drop stops the servers.
+    github: Option<StandIns>,
 }
 
-async fn setup(test: &str) -> Setup {
+impl Setup {
+    fn prs(&self) -> &promotion_standins::PullRequests {
+        &self
+            .github
+            .as_ref()
+            .expect("the GitHub stand-in")
+            .pull_requests
+    }
+}
+
+fn repository(namespace: &str) -> RepositoryConfig {
+    serde_json::from_value(json!({
+        "owner": "acme", "name": "shop", "namespace": namespace, "environment": "dev",
+        "application": {"cluster": "in-cluster", "namespace": "argocd", "name": "shop-pr-${PR_NUMBER}"},
+        "copyLabels": ["team:*", "area/*"],
+    }))
+    .expect("repository settings")
+}
+
+/// A GitHub reader over the stand-in, as the binary builds it from the `github` connection.
+fn stand_in_reader(standins: &StandIns) -> Arc<dyn PullRequestReader> {
+    let token = standins
+        .secrets()
+        .into_iter()
+        .find(|(name, _)| name == GITHUB_SECRET)
+        .and_then(|(_, data)| data.get("token").cloned())
+        .expect("the github Secret");
+    let config = promotion_github::GitHubConfig::new(
+        "github",
+        &standins.github_url,
+        promotion_github::Credentials::Token(promotion_github::SecretString::new(token)),
+    )
+    .expect("config");
+    let connection = promotion_github::GitHubConnection::new(&config).expect("connection");
+    Arc::new(promotion_github::GitHubPullRequests::new(connection))
+}
+
+async fn setup_with(test: &str, reader: Option<Arc<dyn PullRequestReader>>) -> Setup {
     let ctx = promotion_testenv::context(test).await;
-    let repos = vec![RepositoryConfig {
-        owner: "acme".into(),
-        name: "shop".into(),
-        namespace: ctx.namespace.clone(),
-        environment: "dev".into(),
-        application: ApplicationRef {
-            cluster: "in-cluster".into(),
-            namespace: "argocd".into(),
-            name: "shop-pr-${PR_NUMBER}".into(),
-        },
-    }];
+    let (github, reader) = match reader {
+        Some(r) => (None, r),
+        None => {
+            let standins = StandIns::start(StandInConfig {
+                script: CiScript::new(Duration::from_secs(1)),
+                callbacks: None,
+            })
+            .await
+            .expect("stand-ins");
+            let reader = stand_in_reader(&standins);
+            (Some(standins), reader)
+        }
+    };
+    let sync = Arc::new(PullRequestSync::new(
+        ctx.client.clone(),
+        reader,
+        vec![repository(&ctx.namespace)],
+    ));
     let (tx, rx) = futures::channel::mpsc::unbounded();
     let secrets = || WebhookSecrets {
         github: Some(SECRET.to_vec()),
         gitlab: Some(b"gl-token".to_vec()),
         jenkins: Some(b"jk-token".to_vec()),
     };
-    let router = Webhooks::new(ctx.client.clone(), repos, secrets, tx).router();
+    let router = Webhooks::new(secrets, tx)
+        .with_pull_requests(sync.clone())
+        .router();
     Setup {
         router,
         api: Api::namespaced(ctx.client.clone(), &ctx.namespace),
         wakes: rx,
+        sync,
+        github,
     }
 }
 
+async fn setup(test: &str) -> Setup {
+    setup_with(test, None).await
+}
+
+/// A pull_request delivery; `sha` and `updated_at` are what the event carried, which
+/// the receiver must not trust over the API.
 fn pr_event(action: &str, sha: &str, updated_at: &str) -> Value {
     json!({
         "action": action, "number": 42,
-        "pull_request": {"number": 42, "state": "open", "head": {"sha": sha, "ref": "feature"}, "updated_at": updated_at},
-        "repository": {"name": "shop", "full_name": "acme/shop", "owner": {"login": "acme"}}
+        "pull_request": {
+            "url": "https://api.github.com/repos/acme/shop/pulls/42", "id": 1042, "number": 42,
+            "state": if action == "closed" { "closed" } else { "open" }, "locked": false,
+            "title": "Checkout in one step", "user": {"login": "octocat", "id": 1, "type": "User"},
+            "labels": [], "draft": false, "updated_at": updated_at, "created_at": "2026-11-25T09:00:00Z",
+            "head": {"label": "acme:feature", "ref": "feature", "sha": sha,
+                     "repo": {"id": 7, "name": "shop", "full_name": "acme/shop", "owner": {"login": "acme"}}},
+            "base": {"label": "acme:main", "ref": "main", "sha": SHA3,
+                     "repo": {"id": 7, "name": "shop", "full_name": "acme/shop", "owner": {"login": "acme"}}}
+        },
+        "repository": {"id": 7, "name": "shop", "full_name": "acme/shop", "private": true, "owner": {"login": "acme", "id": 9, "type": "Organization"}},
+        "sender": {"login": "octocat", "id": 1, "type": "User"}
     })
 }
 
@@ -94,7 +180,12 @@ async fn github(router: &axum::Router, event: &str, body: &Value) -> (StatusCode
         router,
         "/webhooks/github",
         &[
+            ("content-type", "application/json".into()),
             ("x-github-event", event.into()),
+            (
+                "x-github-delivery",
+                "72d3162e-cc78-11e3-81ab-4c9367dc0958".into(),
+            ),
             ("x-hub-signature-256", sign(&bytes)),
         ],
         bytes,
@@ -102,20 +193,22 @@ async fn github(router: &axum::Router, event: &str, body: &Value) -> (StatusCode
     .await
 }
 
-const SHA1: &str = "3f2c9a1b7e4d5c6f8a9b0c1d2e3f4a5b6c7d8e9f";
-const SHA2: &str = "9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a2f1e0d";
+async fn tracker(s: &Setup) -> PullRequestTracker {
+    s.api.get("shop-pr-42").await.expect("tracker")
+}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn pull_request_events_drive_the_tracker_once_each() {
     let s = setup("webhook-pr").await;
-    let (code, _) = github(
+    s.prs().open(REPO, 42, SHA1);
+    let (code, text) = github(
         &s.router,
         "pull_request",
         &pr_event("opened", SHA1, "2026-11-25T10:00:00Z"),
     )
     .await;
-    assert_eq!(code, StatusCode::ACCEPTED);
-    let t = s.api.get("shop-pr-42").await.expect("tracker created");
+    assert_eq!(code, StatusCode::ACCEPTED, "{text}");
+    let t = tracker(&s).await;
     assert_eq!(t.spec.head_sha, SHA1);
     assert_eq!(t.spec.environment, "dev");
     assert_eq!(t.spec.application.name, "shop-pr-42");
@@ -129,11 +222,13 @@ async fn pull_request_events_drive_the_tracker_once_each() {
     )
     .await;
     assert_eq!(code, StatusCode::ACCEPTED);
-    assert!(text.contains("ignored"), "{text}");
-    let again = s.api.get("shop-pr-42").await.expect("tracker");
+    assert!(text.contains("unchanged"), "{text}");
+    let again = tracker(&s).await;
     assert_eq!(again.metadata.resource_version, t.metadata.resource_version);
 
-    // A push moves the head; an older delivery arriving late does not move it back.
+    // A push moves the head; an older delivery arriving late does not move it back,
+    // since the API, not the delivery, says where the head is.
+    s.prs().push(REPO, 42, SHA2);
     github(
         &s.router,
         "pull_request",
@@ -146,30 +241,225 @@ async fn pull_request_events_drive_the_tracker_once_each() {
         &pr_event("synchronize", SHA1, "2026-11-25T10:30:00Z"),
     )
     .await;
-    assert!(text.contains("ignored"), "{text}");
-    let t = s.api.get("shop-pr-42").await.expect("tracker");
+    assert!(text.contains("unchanged"), "{text}");
+    let t = tracker(&s).await;
     assert_eq!(t.spec.head_sha, SHA2);
     assert_eq!(t.metadata.generation, Some(2));
 
+    s.prs().close(REPO, 42);
     github(
         &s.router,
         "pull_request",
         &pr_event("closed", SHA2, "2026-11-25T12:00:00Z"),
     )
     .await;
-    assert!(s.api.get("shop-pr-42").await.expect("tracker").spec.closed);
+    assert!(tracker(&s).await.spec.closed);
+}
+
+/// Case 8: a push in the same second as the previous event (GitHub's `updated_at`
+/// has one-second resolution) must move the tracker to the new head.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_push_in_the_same_second_moves_the_head() {
+    let s = setup("webhook-same-second").await;
+    s.prs().open(REPO, 42, SHA1);
+    let (code, _) = github(
+        &s.router,
+        "pull_request",
+        &pr_event("opened", SHA1, "2026-11-25T10:00:00Z"),
+    )
+    .await;
+    assert_eq!(code, StatusCode::ACCEPTED);
+    s.prs().push(REPO, 42, SHA2);
     github(
         &s.router,
         "pull_request",
-        &pr_event("reopened", SHA2, "2026-11-25T13:00:00Z"),
+        &pr_event("synchronize", SHA2, "2026-11-25T10:00:00Z"),
     )
     .await;
-    assert!(!s.api.get("shop-pr-42").await.expect("tracker").spec.closed);
+    let t = tracker(&s).await;
+    assert_eq!(t.spec.head_sha, SHA2, "the new push was dropped as stale");
+}
+
+/// Case 9, the webhook's half: a reopened PR's tracker is open again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reopened_pull_request_reopens_its_tracker() {
+    let s = setup("webhook-reopen").await;
+    s.prs().open(REPO, 42, SHA1);
+    github(
+        &s.router,
+        "pull_request",
+        &pr_event("opened", SHA1, "2026-11-25T10:00:00Z"),
+    )
+    .await;
+    s.prs().close(REPO, 42);
+    github(
+        &s.router,
+        "pull_request",
+        &pr_event("closed", SHA1, "2026-11-25T11:00:00Z"),
+    )
+    .await;
+    assert!(tracker(&s).await.spec.closed);
+    s.prs().reopen(REPO, 42);
+    let (code, text) = github(
+        &s.router,
+        "pull_request",
+        &pr_event("reopened", SHA1, "2026-11-25T12:00:00Z"),
+    )
+    .await;
+    assert_eq!(code, StatusCode::ACCEPTED, "{text}");
+    assert!(!tracker(&s).await.spec.closed);
+}
+
+/// Case 12, first half: the PR labels the repository copies become tracker labels
+/// (so policy selectors apply to webhook trackers) and follow the PR.
+#[tokio::test(flavor = "multi_thread")]
+async fn copied_pr_labels_become_tracker_labels_and_follow_the_pr() {
+    let s = setup("webhook-labels").await;
+    s.prs().open(REPO, 42, SHA1);
+    s.prs().label(REPO, 42, "team:Payments");
+    s.prs().label(REPO, 42, "area/checkout");
+    s.prs().label(REPO, 42, "bug");
+    github(
+        &s.router,
+        "pull_request",
+        &pr_event("opened", SHA1, "2026-11-25T10:00:00Z"),
+    )
+    .await;
+    let labels = tracker(&s).await.metadata.labels.unwrap_or_default();
+    assert_eq!(
+        labels,
+        BTreeMap::from([
+            ("area".to_string(), "checkout".to_string()),
+            ("team".to_string(), "payments".to_string()),
+        ]),
+        "bug matches no copyLabels pattern"
+    );
+
+    // Someone labels the tracker by hand: that label is theirs and stays.
+    s.api
+        .patch(
+            "shop-pr-42",
+            &PatchParams::apply("kubectl"),
+            &Patch::Apply(json!({
+                "apiVersion": "promotion.io/v1alpha1", "kind": "PullRequestTracker",
+                "metadata": {"name": "shop-pr-42", "labels": {"owner": "ops"}},
+            })),
+        )
+        .await
+        .expect("a hand-made label");
+    s.prs().unlabel(REPO, 42, "team:Payments");
+    let (code, text) = github(
+        &s.router,
+        "pull_request",
+        &pr_event("unlabeled", SHA1, "2026-11-25T10:05:00Z"),
+    )
+    .await;
+    assert_eq!(code, StatusCode::ACCEPTED, "{text}");
+    let labels = tracker(&s).await.metadata.labels.unwrap_or_default();
+    assert_eq!(
+        labels,
+        BTreeMap::from([
+            ("area".to_string(), "checkout".to_string()),
+            ("owner".to_string(), "ops".to_string()),
+        ])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pull_request_from_a_fork_gets_no_tracker() {
+    let s = setup("webhook-fork").await;
+    s.prs().open_from(REPO, 42, SHA1, Some("mallory/shop"));
+    let (code, text) = github(
+        &s.router,
+        "pull_request",
+        &pr_event("opened", SHA1, "2026-11-25T10:00:00Z"),
+    )
+    .await;
+    assert_eq!(code, StatusCode::ACCEPTED);
+    assert!(text.contains("fork"), "{text}");
+    assert!(s.api.get_opt("shop-pr-42").await.expect("read").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn github_unreachable_refuses_the_delivery_and_writes_nothing() {
+    let fake = Arc::new(FakePullRequests::new());
+    let s = setup_with("webhook-github-down", Some(fake.clone())).await;
+    fake.fail(PortError::transient(
+        "connection github: GET /repos/acme/shop/pulls/42: 502 server error",
+    ));
+    let (code, text) = github(
+        &s.router,
+        "pull_request",
+        &pr_event("opened", SHA1, "2026-11-25T10:00:00Z"),
+    )
+    .await;
+    assert_eq!(code, StatusCode::BAD_GATEWAY, "{text}");
+    assert!(text.contains("502 server error"), "{text}");
+    assert_eq!(fake.gets(), 1);
+    assert!(s.api.get_opt("shop-pr-42").await.expect("read").is_none());
+
+    // A PR GitHub does not show (404) is refused as well, naming the credentials.
+    fake.recover();
+    let (code, text) = github(
+        &s.router,
+        "pull_request",
+        &pr_event("opened", SHA1, "2026-11-25T10:00:00Z"),
+    )
+    .await;
+    assert_eq!(code, StatusCode::BAD_GATEWAY, "{text}");
+    assert!(text.contains("credentials"), "{text}");
+    assert!(s.api.get_opt("shop-pr-42").await.expect("read").is_none());
+}
+
+/// GitHub's `application/x-www-form-urlencoded` content type: the JSON is the
+/// `payload` field, and the signature covers the form body as sent.
+#[tokio::test(flavor = "multi_thread")]
+async fn form_encoded_deliveries_are_accepted() {
+    let s = setup("webhook-form").await;
+    s.prs().open(REPO, 42, SHA1);
+    let json =
+        serde_json::to_string(&pr_event("opened", SHA1, "2026-11-25T10:00:00Z")).expect("json");
+    let body: String = form_urlencoded::Serializer::new(String::new())
+        .append_pair("payload", &json)
+        .finish();
+    let form = |signature: String| {
+        vec![
+            (
+                "content-type",
+                "application/x-www-form-urlencoded".to_string(),
+            ),
+            ("x-github-event", "pull_request".to_string()),
+            ("x-hub-signature-256", signature),
+        ]
+    };
+    let (code, _) = send(
+        &s.router,
+        "/webhooks/github",
+        &form(sign(json.as_bytes())),
+        body.clone().into_bytes(),
+    )
+    .await;
+    assert_eq!(
+        code,
+        StatusCode::UNAUTHORIZED,
+        "a signature over the JSON alone is not GitHub's"
+    );
+    assert!(s.api.get_opt("shop-pr-42").await.expect("read").is_none());
+    let (code, text) = send(
+        &s.router,
+        "/webhooks/github",
+        &form(sign(body.as_bytes())),
+        body.into_bytes(),
+    )
+    .await;
+    assert_eq!(code, StatusCode::ACCEPTED, "{text}");
+    assert_eq!(tracker(&s).await.spec.head_sha, SHA1);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_input_is_refused_and_changes_nothing() {
     let s = setup("webhook-bad").await;
+    s.prs().open(REPO, 42, SHA1);
     let body = serde_json::to_vec(&pr_event("opened", SHA1, "2026-11-25T10:00:00Z")).expect("json");
     let wrong = {
         let mut mac = Hmac::<Sha256>::new_from_slice(b"not-the-secret").expect("key");
@@ -214,9 +504,9 @@ async fn bad_input_is_refused_and_changes_nothing() {
     .await;
     assert_eq!(code, StatusCode::BAD_REQUEST);
 
-    let mut bad_sha = pr_event("opened", "not-a-sha", "2026-11-25T10:00:00Z");
-    bad_sha["number"] = json!(42);
-    let (code, _) = github(&s.router, "pull_request", &bad_sha).await;
+    let mut zero = pr_event("opened", SHA1, "2026-11-25T10:00:00Z");
+    zero["number"] = json!(0);
+    let (code, _) = github(&s.router, "pull_request", &zero).await;
     assert_eq!(code, StatusCode::BAD_REQUEST);
 
     let huge = vec![b' '; MAX_BODY + 1];
@@ -245,6 +535,16 @@ async fn bad_input_is_refused_and_changes_nothing() {
     assert_eq!(code, StatusCode::UNAUTHORIZED);
     let (code, _) = send(&s.router, "/webhooks/jenkins", &[], b"{}".to_vec()).await;
     assert_eq!(code, StatusCode::UNAUTHORIZED);
+    let (code, _) = send(&s.router, "/webhooks/jenkins/guess", &[], b"{}".to_vec()).await;
+    assert_eq!(code, StatusCode::UNAUTHORIZED);
+    let (code, _) = send(
+        &s.router,
+        "/webhooks/jenkins",
+        &[("authorization", format!("Basic {}", b64("jenkins:guess")))],
+        b"{}".to_vec(),
+    )
+    .await;
+    assert_eq!(code, StatusCode::UNAUTHORIZED);
 
     let list = s.api.list(&Default::default()).await.expect("list");
     assert!(
@@ -257,6 +557,36 @@ async fn bad_input_is_refused_and_changes_nothing() {
     );
     let (code, _) = github(&s.router, "ping", &json!({"zen": "hi"})).await;
     assert_eq!(code, StatusCode::OK);
+}
+
+fn b64(text: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+/// A Jenkins Notification plugin message (JSON format, HTTP protocol), as its
+/// documentation shows one; `url` is the job's URL-encoded path.
+fn jenkins_notification(job_url: &str, number: u64) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "name": "smoke tests",
+        "display_name": "smoke tests",
+        "url": job_url,
+        "build": {
+            "full_url": format!("https://jenkins.example.com/{job_url}{number}/"),
+            "number": number,
+            "queue_id": 311,
+            "timestamp": 1764410000000u64,
+            "duration": 61000,
+            "phase": "COMPLETED",
+            "status": "SUCCESS",
+            "url": format!("{job_url}{number}/"),
+            "scm": {"url": "https://github.com/acme/shop.git", "branch": "origin/main", "commit": SHA1},
+            "log": "",
+            "notes": "",
+            "artifacts": {}
+        }
+    }))
+    .expect("json")
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -306,4 +636,142 @@ async fn ci_callbacks_wake_the_controller() {
             },
         ]
     );
+}
+
+/// What the Notification plugin can send: Basic auth from the endpoint URL's userinfo
+/// (`https://jenkins:<token>@host/webhooks/jenkins`), or the token in the URL's path;
+/// a job whose name needs URL encoding wakes the trackers of the decoded name.
+#[tokio::test(flavor = "multi_thread")]
+async fn jenkins_notifications_as_the_plugin_sends_them_wake_the_decoded_job() {
+    let mut s = setup("webhook-jenkins").await;
+    let json_only = ("content-type", "application/json".to_string());
+    let (code, text) = send(
+        &s.router,
+        "/webhooks/jenkins",
+        &[
+            json_only.clone(),
+            (
+                "authorization",
+                format!("Basic {}", b64("jenkins:jk-token")),
+            ),
+        ],
+        jenkins_notification("job/team-a/job/smoke%20tests/", 12),
+    )
+    .await;
+    assert_eq!(code, StatusCode::ACCEPTED, "{text}");
+    let (code, text) = send(
+        &s.router,
+        "/webhooks/jenkins/jk-token",
+        &[json_only],
+        jenkins_notification("job/smoke/", 13),
+    )
+    .await;
+    assert_eq!(code, StatusCode::ACCEPTED, "{text}");
+    let wakes: Vec<Wake> = (&mut s.wakes).take(2).collect().await;
+    assert_eq!(
+        wakes,
+        [
+            Wake {
+                provider: Provider::Jenkins,
+                job: Some("team-a/smoke tests".into()),
+                id: "12".into()
+            },
+            Wake {
+                provider: Provider::Jenkins,
+                job: Some("smoke".into()),
+                id: "13".into()
+            },
+        ]
+    );
+}
+
+/// Deliveries lost while the controller was down: the resync reads the open PRs and
+/// settles every difference, then costs nothing more while all agree.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_resync_catches_lost_deliveries() {
+    let s = setup("webhook-resync").await;
+    let prs = s.prs();
+    // Tracked while the controller ran: #42 (pushed since), #43 (closed since), #44 (unchanged).
+    for n in [42, 43, 44] {
+        prs.open(REPO, n, SHA1);
+        let mut ev = pr_event("opened", SHA1, "2026-11-25T10:00:00Z");
+        ev["number"] = json!(n);
+        github(&s.router, "pull_request", &ev).await;
+    }
+    prs.push(REPO, 42, SHA2);
+    prs.close(REPO, 43);
+    // Opened while it was down, never delivered: #45.
+    prs.open(REPO, 45, SHA3);
+    let untouched = s.api.get("shop-pr-44").await.expect("tracker 44");
+
+    let report = s.sync.resync().await;
+    assert!(report.failures.is_empty(), "{:?}", report.failures);
+    let ns = untouched.metadata.namespace.clone().unwrap_or_default();
+    let mut applied = report.applied.clone();
+    applied.sort_by_key(|a| format!("{a:?}"));
+    assert_eq!(
+        applied,
+        [
+            Applied::Created(format!("{ns}/shop-pr-45")),
+            Applied::Updated(format!("{ns}/shop-pr-42")),
+            Applied::Updated(format!("{ns}/shop-pr-43")),
+        ],
+        "#44 agreed and was not looked at again"
+    );
+    assert_eq!(
+        s.api.get("shop-pr-42").await.expect("42").spec.head_sha,
+        SHA2
+    );
+    assert!(s.api.get("shop-pr-43").await.expect("43").spec.closed);
+    assert_eq!(
+        s.api.get("shop-pr-45").await.expect("45").spec.head_sha,
+        SHA3
+    );
+    assert_eq!(
+        s.api
+            .get("shop-pr-44")
+            .await
+            .expect("44")
+            .metadata
+            .resource_version,
+        untouched.metadata.resource_version
+    );
+
+    let again = s.sync.resync().await;
+    assert_eq!(again, Default::default(), "nothing left to settle");
+}
+
+/// What a resync costs when every tracker agrees with GitHub: one list per repository.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_resync_where_all_agree_reads_only_the_list() {
+    let fake = Arc::new(FakePullRequests::new());
+    let s = setup_with("webhook-resync-cost", Some(fake.clone())).await;
+    for n in [1, 2, 3] {
+        fake.set(
+            "acme",
+            "shop",
+            PullRequestState {
+                number: n,
+                head_sha: SHA1.into(),
+                open: true,
+                merged: false,
+                labels: vec!["team:a".into()],
+                head_repository: Some(REPO.into()),
+            },
+        );
+    }
+    let first = s.sync.resync().await;
+    assert_eq!(first.applied.len(), 3, "{first:?}");
+    let (gets, lists) = (fake.gets(), fake.lists());
+    assert_eq!((gets, lists), (3, 1));
+    let second = s.sync.resync().await;
+    assert_eq!(second, Default::default());
+    assert_eq!((fake.gets(), fake.lists()), (gets, lists + 1));
+
+    // GitHub down: the resync says so and changes nothing.
+    fake.fail(PortError::transient("connection github: could not connect"));
+    let failed = s.sync.resync().await;
+    assert_eq!(failed.failures.len(), 1, "{failed:?}");
+    assert!(failed.failures[0].contains("could not connect"));
+    assert!(failed.applied.is_empty());
 }

@@ -579,3 +579,79 @@ impl EventRecorder for EventLog {
         lock(&self.events).push(event);
     }
 }
+
+/// GitHub's pull requests, set by the test; counts every read and can fail like the API.
+#[derive(Default)]
+pub struct FakePullRequests {
+    prs: Mutex<BTreeMap<(String, String, u64), PullRequestState>>,
+    failure: Mutex<Option<PortError>>,
+    gets: Mutex<usize>,
+    lists: Mutex<usize>,
+}
+
+impl FakePullRequests {
+    /// An empty GitHub.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Creates or replaces a pull request of `owner/repo`.
+    pub fn set(&self, owner: &str, repo: &str, pr: PullRequestState) {
+        lock(&self.prs).insert((owner.to_string(), repo.to_string(), pr.number), pr);
+    }
+
+    /// Every call fails with `error` until [`FakePullRequests::recover`].
+    pub fn fail(&self, error: PortError) {
+        *lock(&self.failure) = Some(error);
+    }
+
+    /// Calls succeed again.
+    pub fn recover(&self) {
+        *lock(&self.failure) = None;
+    }
+
+    /// How many single pull requests were read.
+    pub fn gets(&self) -> usize {
+        *lock(&self.gets)
+    }
+
+    /// How many lists of open pull requests were read.
+    pub fn lists(&self) -> usize {
+        *lock(&self.lists)
+    }
+
+    fn failing(&self) -> Result<(), PortError> {
+        match &*lock(&self.failure) {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
+        }
+    }
+}
+
+#[async_trait]
+impl PullRequestReader for FakePullRequests {
+    async fn pull_request(
+        &self,
+        pr: &PullRequestRef,
+    ) -> Result<Option<PullRequestState>, PortError> {
+        *lock(&self.gets) += 1;
+        self.failing()?;
+        Ok(lock(&self.prs)
+            .get(&(pr.owner.clone(), pr.repo.clone(), pr.number))
+            .cloned())
+    }
+
+    async fn open_pull_requests(
+        &self,
+        owner: &str,
+        repo: &str,
+    ) -> Result<Vec<PullRequestState>, PortError> {
+        *lock(&self.lists) += 1;
+        self.failing()?;
+        Ok(lock(&self.prs)
+            .iter()
+            .filter(|((o, r, _), pr)| o == owner && r == repo && pr.open)
+            .map(|(_, pr)| pr.clone())
+            .collect())
+    }
+}

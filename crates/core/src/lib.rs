@@ -2,6 +2,7 @@
 //! protocol that moves it. It reaches CI systems, Argo CD, GitHub, Kubernetes
 //! events and its own persisted state only through the traits in [`ports`].
 
+pub mod callbacks;
 pub mod conditions;
 pub mod engine;
 #[cfg(any(test, feature = "fakes"))]
@@ -12,6 +13,7 @@ pub mod policy_cache;
 pub mod policy_verdict;
 pub mod ports;
 pub mod promotion;
+pub mod pull_requests;
 pub mod records;
 pub mod secret;
 pub mod selector;

@@ -366,3 +366,37 @@ pub trait TrackerStore: Send + Sync {
     /// Replaces the status if the tracker is still at the version last read or saved.
     async fn save(&self, status: &PullRequestTrackerStatus) -> Result<(), StoreError>;
 }
+
+/// A pull request as GitHub has it now: the truth a tracker's spec follows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PullRequestState {
+    /// The pull request number.
+    pub number: u64,
+    /// The commit the PR's head branch points at.
+    pub head_sha: String,
+    /// Open (false once closed or merged).
+    pub open: bool,
+    /// Merged (a merged PR is also closed).
+    pub merged: bool,
+    /// The names of its labels.
+    pub labels: Vec<String>,
+    /// `owner/name` of the repository the head branch lives in; `None` when that
+    /// repository was deleted. Differs from the base repository for a fork.
+    pub head_repository: Option<String>,
+}
+
+/// Reads pull requests from GitHub: webhooks only say when to look.
+#[async_trait]
+pub trait PullRequestReader: Send + Sync {
+    /// One pull request, or `None` when GitHub answers 404 (absent or not visible).
+    async fn pull_request(
+        &self,
+        pr: &PullRequestRef,
+    ) -> Result<Option<PullRequestState>, PortError>;
+    /// Every open pull request of `owner/repo`, all pages read.
+    async fn open_pull_requests(
+        &self,
+        owner: &str,
+        repo: &str,
+    ) -> Result<Vec<PullRequestState>, PortError>;
+}

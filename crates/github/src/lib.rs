@@ -10,6 +10,7 @@ mod connection;
 pub mod github;
 pub mod github_actions;
 mod http;
+pub mod pulls;
 
 pub use config::{
     AppCredentials, ConfigError, Credentials, GITHUB_API, GitHubConfig, HttpSettings, Repository,
@@ -19,3 +20,4 @@ pub use connection::GitHubConnection;
 pub use github::GitHubApi;
 pub use github_actions::GitHubActionsRunner;
 pub use http::API_VERSION;
+pub use pulls::GitHubPullRequests;

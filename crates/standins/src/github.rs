@@ -10,11 +10,14 @@
 //!   `GET /repos/:o/:r/actions/runs/:id`, `POST .../runs/:id/cancel` (409 once completed).
 //! - Labels: `POST`/`GET /repos/:o/:r/issues/:n/labels`, `DELETE .../labels/:name`.
 //! - `POST /repos/:o/:r/statuses/:sha` (state checked, description <= 140 characters).
+//! - Pull requests: `GET /repos/:o/:r/pulls/:n` and `GET /repos/:o/:r/pulls`, set by
+//!   the test through [`crate::PullRequests`].
 //! - Every answer carries GitHub's rate-limit headers; run pages
 //!   (`GET /:o/:r/actions/runs/:id`) answer without a token.
 
 use crate::callbacks::About;
 use crate::journal::{CommitStatus, Finished, Triggered};
+use crate::pulls::{self, PullRequests};
 use crate::runtime::{Shared, header_str, json, page, rfc3339, same};
 use crate::script::Outcome;
 use axum::Router;
@@ -42,6 +45,7 @@ pub(crate) struct GitHub {
     token: String,
     shared: Shared,
     state: Mutex<Store>,
+    pulls: PullRequests,
 }
 
 #[derive(Default)]
@@ -68,23 +72,24 @@ struct Run {
 
 type Repo = (String, String);
 
-fn error(status: StatusCode, text: &str) -> Response {
+pub(crate) fn error(status: StatusCode, text: &str) -> Response {
     json(
         status,
         json!({"message": text, "documentation_url": "https://docs.github.com/rest", "status": status.as_u16().to_string()}),
     )
 }
 
-fn not_found() -> Response {
+pub(crate) fn not_found() -> Response {
     error(StatusCode::NOT_FOUND, "Not Found")
 }
 
 impl GitHub {
-    pub fn new(base: String, token: &str, shared: Shared) -> Arc<Self> {
+    pub fn new(base: String, token: &str, shared: Shared, pulls: PullRequests) -> Arc<Self> {
         Arc::new(Self {
             base,
             token: token.to_owned(),
             shared,
+            pulls,
             state: Mutex::new(Store {
                 next_run_id: 7_000_000,
                 next_status_id: 1,
@@ -117,6 +122,8 @@ impl GitHub {
                 axum::routing::delete(remove_label),
             )
             .route("/repos/{owner}/{repo}/statuses/{sha}", post(create_status))
+            .route("/repos/{owner}/{repo}/pulls", get(list_pulls))
+            .route("/repos/{owner}/{repo}/pulls/{number}", get(get_pull))
             .route("/{owner}/{repo}/actions/runs/{id}", get(run_page))
             .fallback(|| async { not_found() })
             .layer(axum::middleware::map_response(rate_limit_headers))
@@ -557,6 +564,29 @@ async fn create_status(
     });
     gh.shared.journal.post_status(&owner, &repo, &sha, status);
     json(StatusCode::CREATED, answer)
+}
+
+async fn list_pulls(
+    State(gh): State<Arc<GitHub>>,
+    Path((owner, repo)): Path<(String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(denied) = gh.denied(&headers) {
+        return denied;
+    }
+    pulls::list(&gh.pulls, &gh.base, owner, repo, &q)
+}
+
+async fn get_pull(
+    State(gh): State<Arc<GitHub>>,
+    Path((owner, repo, number)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(denied) = gh.denied(&headers) {
+        return denied;
+    }
+    pulls::get(&gh.pulls, &gh.base, owner, repo, &number)
 }
 
 async fn run_page(

@@ -17,6 +17,7 @@ mod github;
 mod gitlab;
 mod jenkins;
 mod journal;
+mod pulls;
 mod runtime;
 mod script;
 
@@ -24,6 +25,7 @@ pub use journal::{
     CallbackDelivery, CommitStatus, Finished, Journal, JournalEntry, LabelChange, PostedStatus,
     Triggered,
 };
+pub use pulls::PullRequests;
 pub use script::{CiScript, Outcome};
 
 use std::collections::BTreeMap;
@@ -86,6 +88,8 @@ pub struct StandIns {
     pub github_url: String,
     /// Everything the stand-ins were asked.
     pub journal: Journal,
+    /// The GitHub stand-in's pull requests, opened, pushed to and closed by the test.
+    pub pull_requests: PullRequests,
     stop: tokio::sync::watch::Sender<bool>,
     servers: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -135,7 +139,13 @@ impl StandIns {
             shared.clone(),
         );
         let gitlab = gitlab::GitLab::new(gitlab_url.clone(), GITLAB_TOKEN, shared.clone());
-        let github = github::GitHub::new(github_url.clone(), GITHUB_TOKEN, shared);
+        let pull_requests = PullRequests::new(journal.clone());
+        let github = github::GitHub::new(
+            github_url.clone(),
+            GITHUB_TOKEN,
+            shared,
+            pull_requests.clone(),
+        );
         let servers = vec![
             runtime::serve(jenkins_listener, jenkins.router(), stop_rx.clone()),
             runtime::serve(gitlab_listener, gitlab.router(), stop_rx.clone()),
@@ -147,6 +157,7 @@ impl StandIns {
             gitlab_url,
             github_url,
             journal,
+            pull_requests,
             stop,
             servers,
         })
