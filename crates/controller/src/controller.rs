@@ -120,12 +120,17 @@ pub enum Error {
     Finalizer(String),
 }
 
-/// The engine's view of the other trackers: the controller's own cache.
-struct ReflectorDirectory(Store<PullRequestTracker>);
+/// The engine's view of the other trackers: the controller's own cache, of the
+/// watched namespace (or all).
+struct ReflectorDirectory(Store<PullRequestTracker>, Option<String>);
 
 impl TrackerDirectory for ReflectorDirectory {
     fn trackers(&self) -> Vec<Arc<PullRequestTracker>> {
         self.0.state()
+    }
+
+    fn sees_namespace(&self, namespace: &str) -> bool {
+        self.1.as_deref().is_none_or(|ns| ns == namespace)
     }
 }
 
@@ -242,7 +247,10 @@ pub async fn run(
     };
     let ctx = Arc::new(Context {
         engine: Engine::new(ports, config.engine.clone())
-            .with_directory(Arc::new(ReflectorDirectory(reader.clone()))),
+            .with_directory(Arc::new(ReflectorDirectory(
+                reader.clone(),
+                config.namespace.clone(),
+            ))),
         policies: cache,
         client: client.clone(),
         recorder: Recorder::new(

@@ -160,3 +160,53 @@ async fn two_restarts_in_a_row_at_every_point() {
     h.start();
     assert_exactly_once(&h).await;
 }
+
+fn tracker_for(name: &str, number: i64, sha: &str) -> serde_json::Value {
+    let mut t = tracker(name);
+    t["spec"]["number"] = serde_json::json!(number);
+    t["spec"]["headSha"] = serde_json::json!(sha);
+    t["spec"]["application"]["name"] = serde_json::json!(format!("shop-dev-{number}"));
+    t
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_environment_hold_survives_a_restart() {
+    let mut h = Harness::new("restart-hold").await;
+    h.ci.script("staging-e2e", Script::Hang);
+    h.argo.deploy("shop-dev-42", SHA);
+    h.argo.deploy("shop-dev-43", SHA2);
+    two_hops(&h).await;
+    h.start();
+    h.create_tracker(tracker_for("pr-42", 42, SHA)).await;
+    h.wait_for("pr-42", "testing in staging", |t| {
+        t.status.as_ref().is_some_and(|s| {
+            s.current_environment.as_deref() == Some("staging") && s.phase == Some(Phase::Testing)
+        })
+    })
+    .await;
+    h.create_tracker(tracker_for("pr-43", 43, SHA2)).await;
+    h.wait_phase("pr-43", Phase::Queued).await;
+    // A new process knows nothing in memory: the hold is on the Application, the queue in status.
+    h.crash().await;
+    h.start();
+    h.wait_for("pr-43", "still queued after the restart", |t| {
+        t.status
+            .as_ref()
+            .and_then(|s| s.queue.as_ref())
+            .is_some_and(|q| q.position == 1)
+    })
+    .await;
+    assert_eq!(
+        h.argo.promotions(),
+        [("shop-staging".to_string(), SHA.to_string())],
+        "the restarted controller did not promote over the holder"
+    );
+    h.ci.finish("staging-e2e", RunState::Passed);
+    h.wait_phase("pr-42", Phase::Completed).await;
+    h.wait_for("pr-43", "in staging", |t| {
+        t.status
+            .as_ref()
+            .is_some_and(|s| s.current_environment.as_deref() == Some("staging"))
+    })
+    .await;
+}

@@ -261,6 +261,11 @@ pub enum Hold {
 pub trait TrackerDirectory: Send + Sync {
     /// Every known tracker, in any namespace.
     fn trackers(&self) -> Vec<Arc<PullRequestTracker>>;
+    /// Whether trackers of `namespace` are known here at all: a hold by a tracker this
+    /// directory cannot see is never judged stale.
+    fn sees_namespace(&self, _namespace: &str) -> bool {
+        true
+    }
 }
 
 /// A GitHub repository and pull request.

@@ -185,6 +185,9 @@ impl Engine {
             // Not a holder this controller writes: leave it to a person.
             return false;
         };
+        if !directory.sees_namespace(ns) {
+            return false;
+        }
         let trackers = directory.trackers();
         let Some(t) = trackers.iter().find(|t| {
             t.metadata.namespace.as_deref() == Some(ns) && t.metadata.name.as_deref() == Some(name)
