@@ -492,7 +492,9 @@ async fn watch_redraws_when_a_tracker_moves() {
     };
     until("Testing").await;
     let mut queued = status("dev", "Queued", SHA_42, "");
-    queued["queue"] = json!({"environment": "staging", "position": 2});
+    queued["queue"] = json!({"environment": "staging", "position": 2,
+        "application": {"cluster": "in-cluster", "namespace": "argocd", "name": "shop-staging"},
+        "since": "2026-11-29T11:05:00Z"});
     env.set_status("shop-pr-46", queued).await;
     let line = until("Queued").await;
     assert!(line.contains("Queued #2 for staging"), "{line}");

@@ -3,9 +3,8 @@
 
 #![allow(dead_code)]
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
-use kube::{Client, ResourceExt};
+use kube::ResourceExt;
 use kubectl_promotion::cluster::trackers_resource;
 use promotion_testenv::TestContext;
 use serde_json::{Value, json};
@@ -25,7 +24,6 @@ pub struct Env {
 impl Env {
     pub async fn new(test: &str) -> Self {
         let ctx = promotion_testenv::context(test).await;
-        ensure_schema_knows_queue(&ctx.client).await;
         Self {
             ctx,
             dir: tempfile::tempdir().expect("tempdir"),
@@ -199,54 +197,6 @@ async fn run_as(kubeconfig: &Path, ns: &str, args: &[&str]) -> Run {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into(),
         stderr: String::from_utf8_lossy(&out.stderr).into(),
-    }
-}
-
-/// Lets trackers carry the `Queued` phase and `status.queue` (CONTRACTS.md item 1)
-/// when the installed CRD predates them. A superset of the schema, so other tests
-/// sharing the control plane are unaffected; once the CRD has them, nothing changes.
-pub async fn ensure_schema_knows_queue(client: &Client) {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for _ in 0..5 {
-        let crd = api
-            .get("pullrequesttrackers.promotion.io")
-            .await
-            .expect("tracker CRD");
-        let mut value = serde_json::to_value(&crd).expect("json");
-        let mut changed = false;
-        if let Some(versions) = value["spec"]["versions"].as_array_mut() {
-            for v in versions {
-                let status =
-                    &mut v["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"];
-                if let Some(phases) = status["phase"]["enum"].as_array_mut()
-                    && !phases.contains(&json!("Queued"))
-                {
-                    phases.push(json!("Queued"));
-                    changed = true;
-                }
-                if status.get("queue").is_none() {
-                    status["queue"] =
-                        json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true});
-                    changed = true;
-                }
-            }
-        }
-        if !changed {
-            return;
-        }
-        let widened: CustomResourceDefinition = serde_json::from_value(value).expect("crd");
-        match api
-            .replace(
-                "pullrequesttrackers.promotion.io",
-                &PostParams::default(),
-                &widened,
-            )
-            .await
-        {
-            Ok(_) => return,
-            Err(kube::Error::Api(s)) if s.code == 409 => continue,
-            Err(e) => panic!("widening the tracker CRD: {e}"),
-        }
     }
 }
 
