@@ -1,7 +1,9 @@
 //! From one entry of the connections file and its Secret's data to a ready
 //! adapter: a CI runner, or the GitHub client.
 
-use crate::connections::{ConfigError, Connection, ConnectionConfig, ConnectionKind, Credentials, SecretRef};
+use crate::connections::{
+    ConfigError, Connection, ConnectionConfig, ConnectionKind, Credentials, SecretRef,
+};
 use crate::github::{GitHubActionsRunner, GitHubApi, GitHubConnection};
 use crate::{GitLabRunner, JenkinsRunner};
 use promotion_core::ports::{GitHubClient, TestRunner};
@@ -48,7 +50,11 @@ impl ConnectionEntry {
 
     /// The adapter of this connection, with the credentials of `data`, the
     /// Secret's data (`namespace` names the Secret in errors).
-    pub fn build(&self, namespace: &str, data: &BTreeMap<String, Vec<u8>>) -> Result<Adapter, ConfigError> {
+    pub fn build(
+        &self,
+        namespace: &str,
+        data: &BTreeMap<String, Vec<u8>>,
+    ) -> Result<Adapter, ConfigError> {
         let secret = SecretRef {
             namespace: namespace.to_owned(),
             name: self.secret_ref.name.clone(),

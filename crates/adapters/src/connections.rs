@@ -14,7 +14,9 @@ use url::Url;
 
 /// Which kind of system a connection reaches, as the connections file spells it
 /// (`jenkins`, `gitlab`, `github-actions`, `github`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(try_from = "String", into = "&'static str")]
 pub enum ConnectionKind {
     /// Jenkins, through its remote access API.
@@ -29,7 +31,12 @@ pub enum ConnectionKind {
 
 impl ConnectionKind {
     /// Every kind.
-    pub const ALL: [Self; 4] = [Self::Jenkins, Self::Gitlab, Self::GithubActions, Self::Github];
+    pub const ALL: [Self; 4] = [
+        Self::Jenkins,
+        Self::Gitlab,
+        Self::GithubActions,
+        Self::Github,
+    ];
 
     /// The name the connections file uses.
     pub fn as_str(self) -> &'static str {
@@ -406,6 +413,16 @@ pub struct Connection {
     pub credentials: Credentials,
 }
 
+impl Connection {
+    /// The error for credentials of another kind than the connection.
+    pub(crate) fn wrong_credentials(&self) -> ConfigError {
+        ConfigError::WrongCredentials {
+            connection: self.config.name.clone(),
+            kind: self.config.kind,
+        }
+    }
+}
+
 /// A connection that cannot be configured.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
@@ -446,7 +463,9 @@ pub enum ConfigError {
         problem: String,
     },
     /// The kind is none of jenkins, gitlab, github-actions, github.
-    #[error("unknown kind '{0}' of a connection (expected jenkins, gitlab, github-actions or github)")]
+    #[error(
+        "unknown kind '{0}' of a connection (expected jenkins, gitlab, github-actions or github)"
+    )]
     UnknownKind(String),
     /// The credentials are of another kind than the connection.
     #[error("connection {connection}: credentials do not fit a {kind} connection")]

@@ -104,23 +104,12 @@ impl GitLabRunner {
     /// A runner for a GitLab connection.
     pub fn new(connection: &Connection) -> Result<Self, ConfigError> {
         let config = &connection.config;
-        let Credentials::Gitlab(credentials) = &connection.credentials else {
-            return Err(ConfigError::WrongCredentials {
-                connection: config.name.clone(),
-                kind: ConnectionKind::Gitlab,
-            });
+        let (ConnectionKind::Gitlab, Credentials::Gitlab(credentials)) =
+            (config.kind, &connection.credentials)
+        else {
+            return Err(connection.wrong_credentials());
         };
-        let http = HttpClient::new(
-            &config.name,
-            &config.base_url,
-            &config.http,
-            GITLAB,
-            reqwest::header::HeaderMap::new(),
-        )
-        .map_err(|e| ConfigError::InvalidUrl {
-            connection: config.name.clone(),
-            reason: e.message,
-        })?;
+        let http = HttpClient::for_config(config, GITLAB, reqwest::header::HeaderMap::new())?;
         Ok(Self {
             http,
             credentials: credentials.clone(),
@@ -218,8 +207,12 @@ impl TestRunner for GitLabRunner {
         let call = match &self.credentials {
             GitLabCredentials::AccessToken(_) => {
                 let (field, params) = self.parameters(req, false);
-                self.api(Method::POST, Effect::Trigger, format!("/api/v4/projects/{project}/pipeline"))
-                    .body(Body::Json(json!({"ref": git_ref, field: params})))
+                self.api(
+                    Method::POST,
+                    Effect::Trigger,
+                    format!("/api/v4/projects/{project}/pipeline"),
+                )
+                .body(Body::Json(json!({"ref": git_ref, field: params})))
             }
             GitLabCredentials::TriggerToken { trigger_token, .. } => {
                 let (field, params) = self.parameters(req, true);
@@ -274,7 +267,10 @@ impl TestRunner for GitLabRunner {
             path.push_str("&ref=");
             path.extend(url::form_urlencoded::byte_serialize(git_ref.as_bytes()));
         }
-        let pipelines: Vec<Pipeline> = self.http.read_json(&self.api(Method::GET, Effect::Read, path)).await?;
+        let pipelines: Vec<Pipeline> = self
+            .http
+            .read_json(&self.api(Method::GET, Effect::Read, path))
+            .await?;
         for pipeline in pipelines {
             if self
                 .carries_correlation_id(&project, &pipeline, &req.correlation_id)

@@ -204,23 +204,12 @@ impl JenkinsRunner {
     /// A runner for a Jenkins connection.
     pub fn new(connection: &Connection) -> Result<Self, ConfigError> {
         let config = &connection.config;
-        let Credentials::Jenkins(credentials) = &connection.credentials else {
-            return Err(ConfigError::WrongCredentials {
-                connection: config.name.clone(),
-                kind: ConnectionKind::Jenkins,
-            });
+        let (ConnectionKind::Jenkins, Credentials::Jenkins(credentials)) =
+            (config.kind, &connection.credentials)
+        else {
+            return Err(connection.wrong_credentials());
         };
-        let http = HttpClient::new(
-            &config.name,
-            &config.base_url,
-            &config.http,
-            JENKINS,
-            reqwest::header::HeaderMap::new(),
-        )
-        .map_err(|e| ConfigError::InvalidUrl {
-            connection: config.name.clone(),
-            reason: e.message,
-        })?;
+        let http = HttpClient::for_config(config, JENKINS, reqwest::header::HeaderMap::new())?;
         Ok(Self {
             http,
             credentials: credentials.clone(),

@@ -14,7 +14,11 @@ pub(crate) struct SecretReader<'a> {
 
 impl<'a> SecretReader<'a> {
     /// A reader of `data`, the Secret `secret` of `connection`.
-    pub fn new(connection: &'a str, secret: &'a SecretRef, data: &'a BTreeMap<String, Vec<u8>>) -> Self {
+    pub fn new(
+        connection: &'a str,
+        secret: &'a SecretRef,
+        data: &'a BTreeMap<String, Vec<u8>>,
+    ) -> Self {
         Self {
             connection,
             secret,
@@ -60,7 +64,10 @@ impl<'a> SecretReader<'a> {
         let text = self
             .text(key)?
             .ok_or_else(|| self.error(format!("has no key '{key}'")))?;
-        if text.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t')) {
+        if text
+            .chars()
+            .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+        {
             return Err(self.error(format!("key '{key}' holds control characters")));
         }
         Ok(SecretString::new(text))

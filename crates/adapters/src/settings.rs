@@ -127,7 +127,10 @@ mod tests {
         let err = h
             .apply_settings(&settings(json!({"repository": "acme"})))
             .unwrap_err();
-        assert!(err.to_string().contains("an owner/name repository"), "{err}");
+        assert!(
+            err.to_string().contains("an owner/name repository"),
+            "{err}"
+        );
 
         let mut g = ConnectionConfig::new("g", ConnectionKind::Gitlab, "https://git").unwrap();
         g.apply_settings(&settings(json!({"parameters": "inputs", "findDepth": 500})))

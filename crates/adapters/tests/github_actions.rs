@@ -118,7 +118,10 @@ async fn trigger_with_run_details_then_follow_the_run_to_success() {
             .header("authorization")
             .is_some_and(|a| a.starts_with("Bearer ghp_"))
     );
-    assert_eq!(dispatch.header("accept"), Some("application/vnd.github+json"));
+    assert_eq!(
+        dispatch.header("accept"),
+        Some("application/vnd.github+json")
+    );
     assert_eq!(dispatch.header("x-github-api-version"), Some("2022-11-28"));
     assert!(
         dispatch
@@ -266,8 +269,10 @@ async fn other_400s_are_permanent_and_not_resent() {
         "POST",
         DISPATCHES,
         [Reply::status(422)
-            .json(&json!({"message": "Workflow does not have 'workflow_dispatch' trigger",
-                          "documentation_url": "https://docs.github.com/rest"}))
+            .json(
+                &json!({"message": "Workflow does not have 'workflow_dispatch' trigger",
+                          "documentation_url": "https://docs.github.com/rest"}),
+            )
             .into()],
     );
     let err = runner(&s).trigger(&request("prc-422")).await.unwrap_err();
@@ -433,7 +438,8 @@ async fn server_errors_on_reads_give_up_after_the_retries() {
     let runner = runner(&s);
     let id = runner.trigger(&request("prc-x")).await.unwrap().run_id;
     let path = run_path(&id);
-    s.github.always("GET", &path, Reply::status(500).body("{}").into());
+    s.github
+        .always("GET", &path, Reply::status(500).body("{}").into());
     let err = runner.status(&run_ref(&id)).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Transient);
     assert_eq!(
@@ -446,11 +452,8 @@ async fn server_errors_on_reads_give_up_after_the_retries() {
 async fn a_server_error_after_the_dispatch_is_ambiguous_and_never_resent() {
     let s = standins().await;
     // The run starts, but a proxy answers 502.
-    s.github.script(
-        "POST",
-        DISPATCHES,
-        [Fault::AfterEffect(Reply::status(502))],
-    );
+    s.github
+        .script("POST", DISPATCHES, [Fault::AfterEffect(Reply::status(502))]);
     let runner = runner(&s);
     let req = request("prc-amb");
 
@@ -509,11 +512,8 @@ async fn malformed_bodies_are_clear_errors() {
     assert!(err.message.contains("malformed answer"), "{}", err.message);
 
     // A 200 dispatch whose details cannot be read: the run is looked up instead.
-    s.github.script(
-        "POST",
-        DISPATCHES,
-        [Fault::AfterEffect(Reply::status(200))],
-    );
+    s.github
+        .script("POST", DISPATCHES, [Fault::AfterEffect(Reply::status(200))]);
     let handle = runner.trigger(&request("prc-garbled")).await.unwrap();
     assert_eq!(handle.run_id, triggered(&s, "prc-garbled").run_id);
     assert_eq!(dispatch_count(&s), 2);
@@ -662,7 +662,10 @@ async fn tests_can_pick_a_named_connection() {
         ..request("prc-named")
     };
     runner.trigger(&req).await.unwrap();
-    assert_eq!(other.github.count("POST", &format!("/api/v3{DISPATCHES}")), 1);
+    assert_eq!(
+        other.github.count("POST", &format!("/api/v3{DISPATCHES}")),
+        1
+    );
     assert_eq!(main.github.count("POST", "/*"), 0);
 }
 

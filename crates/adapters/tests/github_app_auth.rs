@@ -295,7 +295,9 @@ async fn no_debug_output_shows_a_credential() {
     s.github.script(
         "POST",
         "/repos/*",
-        [Reply::status(401).body(r#"{"message":"Bad credentials"}"#).into()],
+        [Reply::status(401)
+            .body(r#"{"message":"Bad credentials"}"#)
+            .into()],
     );
     let err = api.add_label(&pr(), "x").await.unwrap_err();
     for secret in &secrets {

@@ -34,7 +34,13 @@ fn status(state: CommitState, description: &str) -> CommitStatus {
 }
 
 fn connection_to(s: &StandIns, base: &str) -> Connection {
-    support::connection(s, "github-main", ConnectionKind::Github, base, GITHUB_SECRET)
+    support::connection(
+        s,
+        "github-main",
+        ConnectionKind::Github,
+        base,
+        GITHUB_SECRET,
+    )
 }
 
 fn api_with(c: &Connection) -> GitHubApi {
@@ -121,12 +127,7 @@ async fn commit_statuses_carry_state_context_link_and_a_short_description() {
         );
     }
     assert_eq!(
-        statuses[4]
-            .description
-            .as_deref()
-            .unwrap()
-            .chars()
-            .count(),
+        statuses[4].description.as_deref().unwrap().chars().count(),
         140
     );
     assert!(statuses[5].target_url.is_none());
@@ -245,7 +246,9 @@ async fn malformed_error_bodies_still_give_clear_errors() {
     s.github.script(
         "POST",
         LABELS,
-        [Reply::status(422).body("{\"message\": \"Validation Fa").into()],
+        [Reply::status(422)
+            .body("{\"message\": \"Validation Fa")
+            .into()],
     );
     let err = api(&s).add_label(&pr(), "promoted").await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Permanent);

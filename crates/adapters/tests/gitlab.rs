@@ -10,9 +10,7 @@ use promotion_adapters::{
 };
 use promotion_api::Provider;
 use promotion_core::ports::{ErrorKind, RunRef, RunState, TestRunner, TriggerRequest};
-use promotion_standins::{
-    Fault, GITLAB_SECRET, GITLAB_TRIGGER_SECRET, Outcome, Reply, StandIns,
-};
+use promotion_standins::{Fault, GITLAB_SECRET, GITLAB_TRIGGER_SECRET, Outcome, Reply, StandIns};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -92,8 +90,14 @@ async fn trigger_then_poll_until_passed() {
         ]})
     );
     shows(&s, "1000", "created");
-    assert_eq!(r.status(&run("1000")).await.unwrap().state, RunState::Pending);
-    assert_eq!(r.status(&run("1000")).await.unwrap().state, RunState::Running);
+    assert_eq!(
+        r.status(&run("1000")).await.unwrap().state,
+        RunState::Pending
+    );
+    assert_eq!(
+        r.status(&run("1000")).await.unwrap().state,
+        RunState::Running
+    );
     s.finish(&triggered(&s, "cid-1"), Outcome::Pass).await;
     let st = r.status(&run("1000")).await.unwrap();
     assert_eq!(st.state, RunState::Passed);
@@ -127,7 +131,11 @@ async fn every_pipeline_status_is_mapped() {
         ("brand_new", Running),
     ] {
         shows(&s, "1000", status);
-        assert_eq!(r.status(&run("1000")).await.unwrap().state, want, "{status}");
+        assert_eq!(
+            r.status(&run("1000")).await.unwrap().state,
+            want,
+            "{status}"
+        );
     }
 }
 
@@ -159,24 +167,39 @@ async fn a_trigger_token_starts_and_a_read_token_polls() {
     let r = GitLabRunner::new(&connection(&s, GITLAB_TRIGGER_SECRET)).unwrap();
     let h = r.trigger(&request("cid-t")).await.unwrap();
     assert_eq!(h.run_id, "1000");
-    let body = s.gitlab.calls_to("POST", &format!("{API}/trigger/pipeline"))[0].json();
+    let body = s
+        .gitlab
+        .calls_to("POST", &format!("{API}/trigger/pipeline"))[0]
+        .json();
     assert_eq!(body["ref"], "main");
     assert_eq!(
         body["variables"],
         json!({"PR": "42", "PROMOTION_CORRELATION_ID": "cid-t"})
     );
-    assert!(body["token"].as_str().is_some_and(|t| t.starts_with("glptt-")));
+    assert!(
+        body["token"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("glptt-"))
+    );
     // The token travels in the body, never in a header or the URL.
-    let call = &s.gitlab.calls_to("POST", &format!("{API}/trigger/pipeline"))[0];
+    let call = &s
+        .gitlab
+        .calls_to("POST", &format!("{API}/trigger/pipeline"))[0];
     assert!(call.header("private-token").is_none() && call.query.is_none());
 
     s.finish(&triggered(&s, "cid-t"), Outcome::Fail).await;
-    assert_eq!(r.status(&run("1000")).await.unwrap().state, RunState::Failed);
+    assert_eq!(
+        r.status(&run("1000")).await.unwrap().state,
+        RunState::Failed
+    );
     assert_eq!(
         r.find(&request("cid-t")).await.unwrap().unwrap().run_id,
         "1000"
     );
-    assert_eq!(s.gitlab.count("POST", &format!("{API}/trigger/pipeline")), 1);
+    assert_eq!(
+        s.gitlab.count("POST", &format!("{API}/trigger/pipeline")),
+        1
+    );
 
     // A read_api token cannot cancel: a clear, permanent error.
     let err = r.cancel(&run("1000")).await.unwrap_err();
@@ -249,7 +272,8 @@ async fn cancel_cancels_and_a_finished_pipeline_is_no_error() {
     );
     r.cancel(&run("1000")).await.unwrap();
     assert_eq!(
-        s.gitlab.count("POST", &format!("{API}/pipelines/1000/cancel")),
+        s.gitlab
+            .count("POST", &format!("{API}/pipelines/1000/cancel")),
         2
     );
     assert_eq!(s.journal.finished().len(), 1);
@@ -304,9 +328,15 @@ async fn rate_limits_honour_retry_after_and_ratelimit_reset() {
     r.trigger(&request("cid-r")).await.unwrap();
     let show = format!("{API}/pipelines/1000");
 
-    s.gitlab
-        .script("GET", &show, [Reply::status(429).header("retry-after", "0").into()]);
-    assert_eq!(r.status(&run("1000")).await.unwrap().state, RunState::Running);
+    s.gitlab.script(
+        "GET",
+        &show,
+        [Reply::status(429).header("retry-after", "0").into()],
+    );
+    assert_eq!(
+        r.status(&run("1000")).await.unwrap().state,
+        RunState::Running
+    );
 
     // GitLab's reset is a Unix time.
     let reset = SystemTime::now()
@@ -352,7 +382,10 @@ async fn server_errors_on_reads_are_retried() {
     let show = format!("{API}/pipelines/1000");
     s.gitlab
         .script("GET", &show, [Fault::status(500), Fault::status(503)]);
-    assert_eq!(r.status(&run("1000")).await.unwrap().state, RunState::Running);
+    assert_eq!(
+        r.status(&run("1000")).await.unwrap().state,
+        RunState::Running
+    );
     assert_eq!(s.gitlab.count("GET", &show), 3);
 }
 
@@ -381,7 +414,10 @@ async fn a_malformed_body_is_a_clear_error() {
     );
     let err = r.trigger(&request("cid-m")).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Ambiguous);
-    assert_eq!(r.find(&request("cid-m")).await.unwrap().unwrap().run_id, "1000");
+    assert_eq!(
+        r.find(&request("cid-m")).await.unwrap().unwrap().run_id,
+        "1000"
+    );
 }
 
 #[tokio::test]
@@ -408,7 +444,9 @@ async fn an_ambiguous_trigger_is_never_sent_twice() {
     s.gitlab.script(
         "POST",
         &format!("{API}/pipeline"),
-        [Reply::status(502).body("<html>502 Bad Gateway</html>").into()],
+        [Reply::status(502)
+            .body("<html>502 Bad Gateway</html>")
+            .into()],
     );
     let err = r.trigger(&request("cid-z")).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Ambiguous);

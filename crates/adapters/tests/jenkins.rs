@@ -109,8 +109,10 @@ async fn trigger_then_queue_then_build_then_passed() {
         "GET",
         "/queue/item/1/api/json",
         [Reply::status(200)
-            .json(&json!({"_class": "hudson.model.Queue$WaitingItem", "id": 1, "blocked": false,
-                          "buildable": false, "why": "In the quiet period. Expires in 4.9 sec"}))
+            .json(
+                &json!({"_class": "hudson.model.Queue$WaitingItem", "id": 1, "blocked": false,
+                          "buildable": false, "why": "In the quiet period. Expires in 4.9 sec"}),
+            )
             .into()],
     );
     let st = r.status(&run("queue:1")).await.unwrap();
@@ -124,7 +126,10 @@ async fn trigger_then_queue_then_build_then_passed() {
     let st = r.status(&run("queue:1")).await.unwrap();
     assert_eq!(st.state, RunState::Running);
     assert_eq!(st.run_id.as_deref(), Some("build:1"));
-    assert_eq!(st.url, Some(format!("{}/job/team/job/gate/1/", s.jenkins_url)));
+    assert_eq!(
+        st.url,
+        Some(format!("{}/job/team/job/gate/1/", s.jenkins_url))
+    );
 
     s.finish(&triggered(&s, "cid-1"), Outcome::Pass).await;
     let st = r.status(&run("build:1")).await.unwrap();
@@ -159,7 +164,9 @@ async fn every_build_result_is_mapped() {
         s.jenkins.script(
             "GET",
             "/job/team/job/gate/7/api/json",
-            [Reply::status(200).json(&build_json(7, building, result)).into()],
+            [Reply::status(200)
+                .json(&build_json(7, building, result))
+                .into()],
         );
         let st = r.status(&run("build:7")).await.unwrap();
         assert_eq!(st.state, want, "building={building} result={result:?}");
@@ -175,7 +182,9 @@ async fn unstable_follows_the_connection_setting() {
     s.jenkins.script(
         "GET",
         "/job/team/job/gate/3/api/json",
-        [Reply::status(200).json(&build_json(3, false, Some("UNSTABLE"))).into()],
+        [Reply::status(200)
+            .json(&build_json(3, false, Some("UNSTABLE")))
+            .into()],
     );
     assert_eq!(
         r.status(&run("build:3")).await.unwrap().state,
@@ -205,8 +214,11 @@ async fn a_forgotten_queue_item_is_found_by_the_build_that_names_it() {
     assert_eq!(build, "build:1");
     s.finish(&triggered(&s, "cid-f"), Outcome::Fail).await;
     // Jenkins forgets a queue item minutes after it left the queue.
-    s.jenkins
-        .script("GET", "/queue/item/1/api/json", [html(404, "Not Found").into()]);
+    s.jenkins.script(
+        "GET",
+        "/queue/item/1/api/json",
+        [html(404, "Not Found").into()],
+    );
     let st = r.status(&run("queue:1")).await.unwrap();
     assert_eq!(st.state, RunState::Failed);
     assert_eq!(st.run_id.as_deref(), Some("build:1"));
@@ -234,7 +246,10 @@ async fn find_adopts_a_queued_item_a_build_or_nothing() {
     assert_eq!(h.run_id, queued.run_id);
     let h = r.find(&request("cid-b")).await.unwrap().unwrap();
     assert_eq!(h.run_id, build);
-    assert_eq!(h.url, Some(format!("{}/job/team/job/gate/1/", s.jenkins_url)));
+    assert_eq!(
+        h.url,
+        Some(format!("{}/job/team/job/gate/1/", s.jenkins_url))
+    );
     assert_eq!(r.find(&request("cid-none")).await.unwrap(), None);
 
     // Older Jenkins versions list a queue item's parameters only in `params`.
@@ -393,13 +408,22 @@ async fn rate_limits_honour_retry_after() {
     let path = "/job/team/job/gate/1/api/json";
 
     // A short wait is waited out by a read.
-    s.jenkins
-        .script("GET", path, [Reply::status(429).header("retry-after", "0").into()]);
-    assert_eq!(r.status(&run(&build)).await.unwrap().state, RunState::Passed);
+    s.jenkins.script(
+        "GET",
+        path,
+        [Reply::status(429).header("retry-after", "0").into()],
+    );
+    assert_eq!(
+        r.status(&run(&build)).await.unwrap().state,
+        RunState::Passed
+    );
 
     // A long one is handed to the engine.
-    s.jenkins
-        .script("GET", path, [Reply::status(429).header("retry-after", "120").into()]);
+    s.jenkins.script(
+        "GET",
+        path,
+        [Reply::status(429).header("retry-after", "120").into()],
+    );
     let err = r.status(&run(&build)).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Transient);
     assert_eq!(err.retry_after, Some(Duration::from_secs(120)));
@@ -438,11 +462,15 @@ async fn server_errors_on_reads_are_retried() {
             Reply::status(502).body("<html>Bad Gateway</html>").into(),
         ],
     );
-    assert_eq!(r.status(&run(&build)).await.unwrap().state, RunState::Passed);
+    assert_eq!(
+        r.status(&run(&build)).await.unwrap().state,
+        RunState::Passed
+    );
     assert_eq!(s.jenkins.count("GET", path), 3);
 
     // Retries end: one answer per attempt, the first and the three retries of fast_http.
-    s.jenkins.script("GET", path, (0..4).map(|_| Fault::status(500)));
+    s.jenkins
+        .script("GET", path, (0..4).map(|_| Fault::status(500)));
     let err = r.status(&run(&build)).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Transient);
     assert!(
@@ -526,7 +554,11 @@ async fn an_ambiguous_trigger_is_never_sent_twice() {
     s.jenkins.script("POST", TRIGGER, [Fault::status(201)]);
     let err = r.trigger(&request("cid-h")).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Ambiguous);
-    assert!(err.message.contains("named no queue item"), "{}", err.message);
+    assert!(
+        err.message.contains("named no queue item"),
+        "{}",
+        err.message
+    );
     assert_eq!(s.jenkins.count("POST", TRIGGER), 3);
 }
 
@@ -537,7 +569,9 @@ async fn a_trigger_that_queued_but_answered_504_is_ambiguous_and_found() {
     s.jenkins.script(
         "POST",
         TRIGGER,
-        [Fault::AfterEffect(Reply::status(504).body("Gateway Timeout"))],
+        [Fault::AfterEffect(
+            Reply::status(504).body("Gateway Timeout"),
+        )],
     );
     let err = r.trigger(&request("cid-504")).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Ambiguous);

@@ -36,11 +36,21 @@ fn big_json(len: usize) -> String {
 async fn an_answer_larger_than_the_limit_is_a_clear_permanent_error() {
     let s = standins().await;
 
-    let mut c = support::connection(&s, "jenkins", ConnectionKind::Jenkins, &s.jenkins_url, JENKINS_SECRET);
+    let mut c = support::connection(
+        &s,
+        "jenkins",
+        ConnectionKind::Jenkins,
+        &s.jenkins_url,
+        JENKINS_SECRET,
+    );
     c.config.http.max_body_bytes = LIMIT;
     let jenkins = JenkinsRunner::new(&c).unwrap();
     let path = "/job/gate/1/api/json";
-    s.jenkins.script("GET", path, [Reply::status(200).body(big_json(LIMIT)).into()]);
+    s.jenkins.script(
+        "GET",
+        path,
+        [Reply::status(200).body(big_json(LIMIT)).into()],
+    );
     let err = jenkins
         .status(&run(Provider::Jenkins, "gate", "build:1"))
         .await
@@ -55,23 +65,47 @@ async fn an_answer_larger_than_the_limit_is_a_clear_permanent_error() {
     // Not retried: the same answer would come again.
     assert_eq!(s.jenkins.count("GET", path), 1);
 
-    let mut c = support::connection(&s, "gitlab", ConnectionKind::Gitlab, &s.gitlab_url, GITLAB_SECRET);
+    let mut c = support::connection(
+        &s,
+        "gitlab",
+        ConnectionKind::Gitlab,
+        &s.gitlab_url,
+        GITLAB_SECRET,
+    );
     c.config.http.max_body_bytes = LIMIT;
     let gitlab = GitLabRunner::new(&c).unwrap();
     let path = "/api/v4/projects/app/pipelines/5";
-    s.gitlab.script("GET", path, [Reply::status(200).body(big_json(LIMIT)).into()]);
+    s.gitlab.script(
+        "GET",
+        path,
+        [Reply::status(200).body(big_json(LIMIT)).into()],
+    );
     let err = gitlab
         .status(&run(Provider::Gitlab, "app", "5"))
         .await
         .unwrap_err();
     assert_eq!(err.kind, ErrorKind::Permanent);
-    assert!(err.message.contains("larger than 1024 bytes"), "{}", err.message);
+    assert!(
+        err.message.contains("larger than 1024 bytes"),
+        "{}",
+        err.message
+    );
 
-    let mut c = support::connection(&s, "github", ConnectionKind::Github, &s.github_url, GITHUB_SECRET);
+    let mut c = support::connection(
+        &s,
+        "github",
+        ConnectionKind::Github,
+        &s.github_url,
+        GITHUB_SECRET,
+    );
     c.config.http.max_body_bytes = LIMIT;
     let api = GitHubApi::new(GitHubConnection::new(&c).unwrap());
     let path = "/repos/acme/shop/issues/1/labels";
-    s.github.script("POST", path, [Reply::status(200).body(big_json(LIMIT)).into()]);
+    s.github.script(
+        "POST",
+        path,
+        [Reply::status(200).body(big_json(LIMIT)).into()],
+    );
     let pr = PullRequestRef {
         owner: "acme".into(),
         repo: "shop".into(),
@@ -79,20 +113,32 @@ async fn an_answer_larger_than_the_limit_is_a_clear_permanent_error() {
     };
     let err = api.add_label(&pr, "big").await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Permanent);
-    assert!(err.message.contains("larger than 1024 bytes"), "{}", err.message);
+    assert!(
+        err.message.contains("larger than 1024 bytes"),
+        "{}",
+        err.message
+    );
 }
 
 #[tokio::test]
 async fn a_huge_error_page_is_cut_at_the_limit_and_its_status_still_decides() {
     let s = standins().await;
-    let mut c = support::connection(&s, "github", ConnectionKind::Github, &s.github_url, GITHUB_SECRET);
+    let mut c = support::connection(
+        &s,
+        "github",
+        ConnectionKind::Github,
+        &s.github_url,
+        GITHUB_SECRET,
+    );
     c.config.http.max_body_bytes = LIMIT;
     let api = GitHubApi::new(GitHubConnection::new(&c).unwrap());
     let path = "/repos/acme/shop/issues/1/labels";
     s.github.script(
         "POST",
         path,
-        [Reply::status(503).body(format!("<html>{}</html>", "x".repeat(10 * LIMIT))).into()],
+        [Reply::status(503)
+            .body(format!("<html>{}</html>", "x".repeat(10 * LIMIT)))
+            .into()],
     );
     let pr = PullRequestRef {
         owner: "acme".into(),
@@ -101,18 +147,32 @@ async fn a_huge_error_page_is_cut_at_the_limit_and_its_status_still_decides() {
     };
     let err = api.add_label(&pr, "big").await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Transient);
-    assert!(err.message.contains("503 Service Unavailable"), "{}", err.message);
+    assert!(
+        err.message.contains("503 Service Unavailable"),
+        "{}",
+        err.message
+    );
     assert!(err.message.len() < 2 * LIMIT, "{}", err.message);
 }
 
 #[tokio::test]
 async fn an_answer_just_within_the_limit_is_read() {
     let s = standins().await;
-    let mut c = support::connection(&s, "jenkins", ConnectionKind::Jenkins, &s.jenkins_url, JENKINS_SECRET);
+    let mut c = support::connection(
+        &s,
+        "jenkins",
+        ConnectionKind::Jenkins,
+        &s.jenkins_url,
+        JENKINS_SECRET,
+    );
     let body = r#"{"building": false, "result": "SUCCESS", "number": 1}"#;
     c.config.http.max_body_bytes = body.len();
     let jenkins = JenkinsRunner::new(&c).unwrap();
-    s.jenkins.script("GET", "/job/gate/1/api/json", [Reply::status(200).body(body).into()]);
+    s.jenkins.script(
+        "GET",
+        "/job/gate/1/api/json",
+        [Reply::status(200).body(body).into()],
+    );
     let status = jenkins
         .status(&run(Provider::Jenkins, "gate", "build:1"))
         .await

@@ -182,7 +182,10 @@ fn every_kind_builds_its_adapter_and_github_is_no_runner() {
             token: SecretString::new("t"),
         }),
     };
-    assert!(matches!(Adapter::new(&jenkins).unwrap(), Adapter::Runner(_)));
+    assert!(matches!(
+        Adapter::new(&jenkins).unwrap(),
+        Adapter::Runner(_)
+    ));
     let gitlab = Connection {
         config: ConnectionConfig::new("g", ConnectionKind::Gitlab, "https://git.example.com")
             .unwrap(),
@@ -195,7 +198,10 @@ fn every_kind_builds_its_adapter_and_github_is_no_runner() {
             .unwrap(),
         credentials: token.clone(),
     };
-    assert!(matches!(Adapter::new(&actions).unwrap(), Adapter::Runner(_)));
+    assert!(matches!(
+        Adapter::new(&actions).unwrap(),
+        Adapter::Runner(_)
+    ));
     let github = Connection {
         config: ConnectionConfig::new("h", ConnectionKind::Github, "https://api.github.com")
             .unwrap(),

@@ -238,4 +238,3 @@ impl SecretFollower {
             .map_err(|e| e.to_string())
     }
 }
-

@@ -279,7 +279,10 @@ async fn sync(api: &Api<DynamicObject>, name: &str) -> Result<(), kube::Error> {
 /// Every write the syncer saw that left an Application out of sync (a promotion,
 /// repeated ones included), counted once per resourceVersion. Cloneable, shared.
 #[derive(Clone, Debug, Default)]
-pub struct Writes(Arc<Mutex<std::collections::HashMap<(String, String), Vec<String>>>>);
+pub struct Writes(Arc<Mutex<WritesByApp>>);
+
+/// The resourceVersions of the writes seen, per (namespace, name).
+type WritesByApp = std::collections::HashMap<(String, String), Vec<String>>;
 
 impl Writes {
     fn record(&self, (ns, name): &(String, String), version: Option<&str>) {

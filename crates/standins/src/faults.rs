@@ -122,7 +122,9 @@ impl Call {
 
     /// The body as form fields.
     pub fn form(&self) -> Vec<(String, String)> {
-        url::form_urlencoded::parse(&self.body).into_owned().collect()
+        url::form_urlencoded::parse(&self.body)
+            .into_owned()
+            .collect()
     }
 
     /// A header's value, when it is text.
@@ -369,6 +371,10 @@ mod tests {
         assert!(!visible(lag, now, &mut skipped));
         assert!(visible(lag, now, &mut skipped));
         assert!(visible(FindLag::None, now, &mut 0));
-        assert!(!visible(FindLag::After(Duration::from_secs(3600)), now, &mut 0));
+        assert!(!visible(
+            FindLag::After(Duration::from_secs(3600)),
+            now,
+            &mut 0
+        ));
     }
 }

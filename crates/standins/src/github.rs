@@ -30,8 +30,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
-use std::collections::{HashMap, HashSet};
 use std::collections::VecDeque;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -554,13 +554,21 @@ async fn access_tokens(
     Path(installation): Path<u64>,
     headers: HeaderMap,
 ) -> Response {
-    let undecodable = || error(StatusCode::UNAUTHORIZED, "A JSON web token could not be decoded");
+    let undecodable = || {
+        error(
+            StatusCode::UNAUTHORIZED,
+            "A JSON web token could not be decoded",
+        )
+    };
     let Some(jwt) = header_str(&headers, "authorization").and_then(|v| v.strip_prefix("Bearer "))
     else {
         return undecodable();
     };
     let Ok(key) = jsonwebtoken::DecodingKey::from_rsa_pem(gh.app.public_key) else {
-        return error(StatusCode::INTERNAL_SERVER_ERROR, "the stand-in's App key is unreadable");
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the stand-in's App key is unreadable",
+        );
     };
     let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
     validation.set_required_spec_claims(&["exp", "iat", "iss"]);

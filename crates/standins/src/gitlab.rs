@@ -127,10 +127,7 @@ impl GitLab {
     fn api() -> Router<Arc<Self>> {
         Router::new()
             .route("/api/v4/projects/{project}/pipeline", post(create))
-            .route(
-                "/api/v4/projects/{project}/trigger/pipeline",
-                post(trigger),
-            )
+            .route("/api/v4/projects/{project}/trigger/pipeline", post(trigger))
             .route("/api/v4/projects/{project}/pipelines", get(list))
             .route("/api/v4/projects/{project}/pipelines/{id}", get(show))
             .route(

@@ -523,7 +523,14 @@ impl Jenkins {
         let numbers: Vec<u64> = s
             .jobs
             .get(job)
-            .map(|j| j.builds.iter().rev().filter(|b| b.started).map(|b| b.number).collect())
+            .map(|j| {
+                j.builds
+                    .iter()
+                    .rev()
+                    .filter(|b| b.started)
+                    .map(|b| b.number)
+                    .collect()
+            })
             .unwrap_or_default();
         let shown: Vec<u64> = numbers
             .into_iter()

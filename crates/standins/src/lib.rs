@@ -21,12 +21,12 @@ mod journal;
 mod runtime;
 mod script;
 
+pub use faults::{Call, Fault, Faults, FindLag, Reply};
+pub use github::DispatchMode;
 pub use journal::{
     CallbackDelivery, CommitStatus, Finished, Journal, JournalEntry, LabelChange, PostedStatus,
     Triggered,
 };
-pub use faults::{Call, Fault, Faults, FindLag, Reply};
-pub use github::DispatchMode;
 pub use script::{CiScript, Outcome};
 
 use std::collections::BTreeMap;
@@ -234,7 +234,11 @@ impl StandIns {
     pub async fn finish(&self, run: &Triggered, outcome: Outcome) {
         match run.provider {
             "jenkins" => {
-                if let Some(number) = run.run_id.strip_prefix("build:").and_then(|n| n.parse().ok()) {
+                if let Some(number) = run
+                    .run_id
+                    .strip_prefix("build:")
+                    .and_then(|n| n.parse().ok())
+                {
                     self.jenkins_server.finish(&run.job, number, outcome).await;
                 }
             }

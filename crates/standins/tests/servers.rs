@@ -64,8 +64,9 @@ fn github_connection(s: &StandIns, secret: &str) -> GitHubConnection {
         name: secret.into(),
     };
     let kind = ConnectionKind::GithubActions;
-    let credentials = Credentials::from_secret("github", kind, &secret_ref, &secret_data(s, secret))
-        .expect("credentials");
+    let credentials =
+        Credentials::from_secret("github", kind, &secret_ref, &secret_data(s, secret))
+            .expect("credentials");
     let mut config = ConnectionConfig::new("github", kind, &s.github_url).expect("config");
     config.github.repository = Some("acme/shop".parse().expect("repository"));
     GitHubConnection::new(&Connection {

@@ -99,13 +99,14 @@ impl GitHubCredentials {
                         reader.error(format!("key '{}' is not a number", keys::INSTALLATION_ID))
                     })?;
                 let pem = reader.multiline(keys::PRIVATE_KEY)?;
-                let app = AppCredentials::new(app_id.expose(), installation_id, pem.expose().as_bytes())
-                    .map_err(|_| {
-                        reader.error(format!(
-                            "key '{}' is not an RSA private key in PEM form",
-                            keys::PRIVATE_KEY
-                        ))
-                    })?;
+                let app =
+                    AppCredentials::new(app_id.expose(), installation_id, pem.expose().as_bytes())
+                        .map_err(|_| {
+                            reader.error(format!(
+                                "key '{}' is not an RSA private key in PEM form",
+                                keys::PRIVATE_KEY
+                            ))
+                        })?;
                 Ok(Self::App(app))
             }
             (false, false) => Err(reader.error(format!(
@@ -176,7 +177,12 @@ mod tests {
 
     #[test]
     fn token_from_secret_is_trimmed_and_redacted() {
-        let creds = read("github-main", "ci/github", &data(&[("token", b"ghp_s3cret\n")])).unwrap();
+        let creds = read(
+            "github-main",
+            "ci/github",
+            &data(&[("token", b"ghp_s3cret\n")]),
+        )
+        .unwrap();
         match &creds {
             GitHubCredentials::Token(t) => assert_eq!(t.expose(), "ghp_s3cret"),
             other => panic!("not a token: {other:?}"),
@@ -279,7 +285,10 @@ mod tests {
 
         // The one secret reader refuses control characters for GitHub as for the others.
         let err = read("gh", "ci/app", &data(&[("token", b"ghp_a\x01b")])).unwrap_err();
-        assert!(err.to_string().contains("holds control characters"), "{err}");
+        assert!(
+            err.to_string().contains("holds control characters"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -41,27 +41,23 @@ impl GitHubConnection {
     /// Builds the connection's HTTP client and authentication.
     pub fn new(connection: &Connection) -> Result<Self, ConfigError> {
         let config = &connection.config;
-        let wrong = || ConfigError::WrongCredentials {
-            connection: config.name.clone(),
-            kind: config.kind,
+        let (
+            ConnectionKind::Github | ConnectionKind::GithubActions,
+            Credentials::Github(credentials),
+        ) = (config.kind, &connection.credentials)
+        else {
+            return Err(connection.wrong_credentials());
         };
-        let Credentials::Github(credentials) = &connection.credentials else {
-            return Err(wrong());
-        };
-        if !matches!(config.kind, ConnectionKind::Github | ConnectionKind::GithubActions) {
-            return Err(wrong());
-        }
         let mut headers = HeaderMap::new();
         headers.insert(
             header::ACCEPT,
             HeaderValue::from_static("application/vnd.github+json"),
         );
-        headers.insert("x-github-api-version", HeaderValue::from_static(API_VERSION));
-        let http = HttpClient::new(&config.name, &config.base_url, &config.http, GITHUB, headers)
-            .map_err(|e| ConfigError::Invalid {
-                connection: config.name.clone(),
-                problem: e.message,
-            })?;
+        headers.insert(
+            "x-github-api-version",
+            HeaderValue::from_static(API_VERSION),
+        );
+        let http = HttpClient::for_config(config, GITHUB, headers)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 http,
