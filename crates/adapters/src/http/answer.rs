@@ -221,12 +221,13 @@ pub(crate) fn excerpt(body: &[u8]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use promotion_core::ports::ErrorKind;
     use reqwest::header::HeaderValue;
 
-    const PLAIN: Service = Service {
+    /// A service with only the standard `Retry-After`, for the kernel's tests.
+    pub(in crate::http) const PLAIN: Service = Service {
         rate_limits: RateLimits::Standard,
         auth_hint: "check the token",
         json_message: false,
@@ -325,14 +326,14 @@ mod tests {
             Effect::Read,
         )
         .error();
-        assert_eq!(e.kind, ErrorKind::Permanent);
-        assert!(
-            e.message
-                .starts_with("connection gh: 401 Unauthorized from GET /x"),
-            "{}",
-            e.message
+        assert_eq!(
+            (e.kind, e.message.as_str()),
+            (
+                ErrorKind::Permanent,
+                "connection gh: 401 Unauthorized from GET /x: check the credentials in the \
+                 connection's secret: Bad credentials"
+            )
         );
-        assert!(e.message.contains("Bad credentials"));
 
         let e = answer(GITHUB, 403, &[("retry-after", "30")], "{}", Effect::Read).error();
         assert_eq!(
@@ -412,12 +413,15 @@ mod tests {
         let e = answer(GITHUB, 200, &[], "<html>", Effect::Read)
             .json::<Run>()
             .unwrap_err();
-        assert_eq!(e.kind, ErrorKind::Permanent);
-        assert!(
-            e.message.starts_with("connection gh: malformed answer"),
-            "{}",
-            e.message
+        let (what, why) = e.message.split_once(": expected").unwrap();
+        assert_eq!(
+            (e.kind, what),
+            (
+                ErrorKind::Permanent,
+                "connection gh: malformed answer from GET /x"
+            )
         );
+        assert!(why.contains("line 1"), "the parser's reason follows: {why}");
         let e = answer(GITHUB, 200, &[], "{\"id\":", Effect::Trigger)
             .json::<Run>()
             .unwrap_err();

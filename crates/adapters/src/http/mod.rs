@@ -319,13 +319,8 @@ fn causes(e: &reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use answer::tests::PLAIN;
     use reqwest::Method;
-
-    const PLAIN: Service = Service {
-        rate_limits: RateLimits::Standard,
-        auth_hint: "check the token",
-        json_message: false,
-    };
 
     #[test]
     fn paths_keep_the_base_path_prefix_and_segments_are_encoded() {
