@@ -2,6 +2,9 @@
 //! credentials read from a Kubernetes Secret's data. Credentials never show in
 //! Debug output, logs or errors.
 
+pub use crate::github::{AppCredentials, GitHubCredentials, Repository};
+use crate::secrets::SecretReader;
+use promotion_api::Provider;
 use promotion_core::ports::RunState;
 pub use promotion_core::secret::SecretString;
 use std::collections::BTreeMap;
@@ -9,8 +12,12 @@ use std::fmt;
 use std::time::Duration;
 use url::Url;
 
-/// Which kind of system a connection reaches.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// Which kind of system a connection reaches, as the connections file spells it
+/// (`jenkins`, `gitlab`, `github-actions`, `github`).
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(try_from = "String", into = "&'static str")]
 pub enum ConnectionKind {
     /// Jenkins, through its remote access API.
     Jenkins,
@@ -22,14 +29,53 @@ pub enum ConnectionKind {
     Github,
 }
 
-impl fmt::Display for ConnectionKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl ConnectionKind {
+    /// Every kind.
+    pub const ALL: [Self; 4] = [
+        Self::Jenkins,
+        Self::Gitlab,
+        Self::GithubActions,
+        Self::Github,
+    ];
+
+    /// The name the connections file uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
             Self::Jenkins => "jenkins",
             Self::Gitlab => "gitlab",
             Self::GithubActions => "github-actions",
             Self::Github => "github",
-        })
+        }
+    }
+
+    /// The CI provider a policy names for this kind; `None` for GitHub itself.
+    pub fn provider(self) -> Option<Provider> {
+        match self {
+            Self::Jenkins => Some(Provider::Jenkins),
+            Self::Gitlab => Some(Provider::Gitlab),
+            Self::GithubActions => Some(Provider::GithubActions),
+            Self::Github => None,
+        }
+    }
+}
+
+impl fmt::Display for ConnectionKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<ConnectionKind> for &'static str {
+    fn from(kind: ConnectionKind) -> Self {
+        kind.as_str()
+    }
+}
+
+impl TryFrom<String> for ConnectionKind {
+    type Error = ConfigError;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
     }
 }
 
@@ -37,32 +83,35 @@ impl std::str::FromStr for ConnectionKind {
     type Err = ConfigError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "jenkins" => Ok(Self::Jenkins),
-            "gitlab" => Ok(Self::Gitlab),
-            "github-actions" => Ok(Self::GithubActions),
-            "github" => Ok(Self::Github),
-            other => Err(ConfigError::UnknownKind(other.to_owned())),
-        }
+        Self::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| ConfigError::UnknownKind(s.to_owned()))
     }
 }
 
-/// Timeouts and retries of a connection's HTTP calls.
+/// Timeouts, retries and limits of a connection's HTTP calls (the same for every kind).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HttpSettings {
-    /// Longest wait for a TCP + TLS connection.
+    /// Longest wait for a TCP + TLS connection (`connectTimeout`).
     pub connect_timeout: Duration,
-    /// Longest wait for a whole request, body included.
+    /// Longest wait for a whole request, body included (`requestTimeout`).
     pub request_timeout: Duration,
-    /// How many times a read is retried after a transient failure.
+    /// How many times a read is retried after a transient failure (`readRetries`).
     pub read_retries: usize,
-    /// The first backoff delay (jittered, doubled each time).
+    /// The first backoff delay, jittered and doubled each time (`retryMinDelay`).
     pub retry_min_delay: Duration,
-    /// The longest backoff delay.
+    /// The longest backoff delay (`retryMaxDelay`).
     pub retry_max_delay: Duration,
-    /// A read waits out a rate limit this short; a longer one is returned as `retry_after`.
+    /// A read waits out a rate limit this short; a longer one is returned as
+    /// `retry_after` (`maxRateLimitWait`).
     pub max_rate_limit_wait: Duration,
+    /// The largest answer body read, in bytes (`maxBodySize`).
+    pub max_body_bytes: usize,
 }
+
+/// The default of `maxBodySize`: far above any answer the adapters read.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
 impl Default for HttpSettings {
     fn default() -> Self {
@@ -73,6 +122,7 @@ impl Default for HttpSettings {
             retry_min_delay: Duration::from_millis(200),
             retry_max_delay: Duration::from_secs(5),
             max_rate_limit_wait: Duration::from_secs(10),
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
         }
     }
 }
@@ -123,6 +173,27 @@ impl Default for GitLabSettings {
     }
 }
 
+/// Settings only GitHub Actions and GitHub connections use.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GitHubSettings {
+    /// The repository a bare workflow file name refers to (`repository`).
+    pub repository: Option<Repository>,
+    /// How many times a dispatched run without an id is looked up (`findAttempts`).
+    pub find_attempts: usize,
+    /// The pause between those look-ups (`findInterval`).
+    pub find_interval: Duration,
+}
+
+impl Default for GitHubSettings {
+    fn default() -> Self {
+        Self {
+            repository: None,
+            find_attempts: 5,
+            find_interval: Duration::from_secs(2),
+        }
+    }
+}
+
 /// Where a connection's credentials live, for messages.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SecretRef {
@@ -153,6 +224,8 @@ pub struct ConnectionConfig {
     pub jenkins: JenkinsSettings,
     /// GitLab-only settings.
     pub gitlab: GitLabSettings,
+    /// GitHub-only settings.
+    pub github: GitHubSettings,
 }
 
 impl ConnectionConfig {
@@ -180,6 +253,7 @@ impl ConnectionConfig {
             http: HttpSettings::default(),
             jenkins: JenkinsSettings::default(),
             gitlab: GitLabSettings::default(),
+            github: GitHubSettings::default(),
         })
     }
 }
@@ -251,8 +325,8 @@ pub enum Credentials {
     Jenkins(JenkinsCredentials),
     /// GitLab tokens.
     Gitlab(GitLabCredentials),
-    /// A GitHub token (for GitHub Actions and GitHub).
-    GithubToken(SecretString),
+    /// A GitHub token or GitHub App (for GitHub Actions and GitHub).
+    Github(GitHubCredentials),
 }
 
 impl fmt::Debug for Credentials {
@@ -260,7 +334,7 @@ impl fmt::Debug for Credentials {
         match self {
             Self::Jenkins(c) => f.debug_tuple("Jenkins").field(c).finish(),
             Self::Gitlab(c) => f.debug_tuple("Gitlab").field(c).finish(),
-            Self::GithubToken(t) => f.debug_tuple("GithubToken").field(t).finish(),
+            Self::Github(c) => f.debug_tuple("Github").field(c).finish(),
         }
     }
 }
@@ -275,6 +349,12 @@ pub mod keys {
     pub const TRIGGER_TOKEN: &str = "trigger-token";
     /// GitLab token that reads pipelines when `trigger-token` starts them.
     pub const READ_TOKEN: &str = "read-token";
+    /// GitHub App id.
+    pub const APP_ID: &str = "app-id";
+    /// GitHub App installation id.
+    pub const INSTALLATION_ID: &str = "installation-id";
+    /// GitHub App private key (PEM).
+    pub const PRIVATE_KEY: &str = "private-key";
 }
 
 impl Credentials {
@@ -282,18 +362,15 @@ impl Credentials {
     ///
     /// Jenkins: `username` and `token`. GitLab: `token`, or `trigger-token` with
     /// `read-token` (`token` serves as the read token when `read-token` is absent).
-    /// GitHub: `token`. Values are trimmed, since `echo` adds a newline.
+    /// GitHub: `token`, or `app-id`, `installation-id` and `private-key` for a
+    /// GitHub App. Values are trimmed, since `echo` adds a newline.
     pub fn from_secret(
         connection: &str,
         kind: ConnectionKind,
         secret: &SecretRef,
         data: &BTreeMap<String, Vec<u8>>,
     ) -> Result<Self, ConfigError> {
-        let reader = SecretReader {
-            connection,
-            secret,
-            data,
-        };
+        let reader = SecretReader::new(connection, secret, data);
         Ok(match kind {
             ConnectionKind::Jenkins => Self::Jenkins(JenkinsCredentials {
                 user: reader.required(keys::USERNAME)?.expose().to_owned(),
@@ -304,15 +381,11 @@ impl Credentials {
                     let read_token = match reader.optional(keys::READ_TOKEN)? {
                         Some(t) => t,
                         None => reader.optional(keys::TOKEN)?.ok_or_else(|| {
-                            ConfigError::Secret {
-                                connection: connection.to_owned(),
-                                secret: secret.to_string(),
-                                problem: format!(
-                                    "has '{}' but no '{}' (a trigger token cannot read pipelines)",
-                                    keys::TRIGGER_TOKEN,
-                                    keys::READ_TOKEN
-                                ),
-                            }
+                            reader.error(format!(
+                                "has '{}' but no '{}' (a trigger token cannot read pipelines)",
+                                keys::TRIGGER_TOKEN,
+                                keys::READ_TOKEN
+                            ))
                         })?,
                     };
                     Self::Gitlab(GitLabCredentials::TriggerToken {
@@ -325,48 +398,9 @@ impl Credentials {
                 )),
             },
             ConnectionKind::GithubActions | ConnectionKind::Github => {
-                Self::GithubToken(reader.required(keys::TOKEN)?)
+                Self::Github(GitHubCredentials::from_secret(&reader)?)
             }
         })
-    }
-}
-
-/// Reads keys of one Secret, with errors that name the connection, Secret and key.
-struct SecretReader<'a> {
-    connection: &'a str,
-    secret: &'a SecretRef,
-    data: &'a BTreeMap<String, Vec<u8>>,
-}
-
-impl SecretReader<'_> {
-    fn error(&self, problem: String) -> ConfigError {
-        ConfigError::Secret {
-            connection: self.connection.to_owned(),
-            secret: self.secret.to_string(),
-            problem,
-        }
-    }
-
-    fn required(&self, key: &str) -> Result<SecretString, ConfigError> {
-        self.optional(key)?
-            .ok_or_else(|| self.error(format!("has no key '{key}'")))
-    }
-
-    fn optional(&self, key: &str) -> Result<Option<SecretString>, ConfigError> {
-        let Some(raw) = self.data.get(key) else {
-            return Ok(None);
-        };
-        let text = std::str::from_utf8(raw)
-            .map_err(|_| self.error(format!("key '{key}' is not valid UTF-8")))?
-            .trim();
-        if text.is_empty() {
-            return Err(self.error(format!("key '{key}' is empty")));
-        }
-        if text.chars().any(char::is_control) {
-            // It would be cut or rejected in an HTTP header.
-            return Err(self.error(format!("key '{key}' holds control characters")));
-        }
-        Ok(Some(SecretString::new(text)))
     }
 }
 
@@ -377,6 +411,16 @@ pub struct Connection {
     pub config: ConnectionConfig,
     /// Who we are there.
     pub credentials: Credentials,
+}
+
+impl Connection {
+    /// The error for credentials of another kind than the connection.
+    pub(crate) fn wrong_credentials(&self) -> ConfigError {
+        ConfigError::WrongCredentials {
+            connection: self.config.name.clone(),
+            kind: self.config.kind,
+        }
+    }
 }
 
 /// A connection that cannot be configured.
@@ -410,8 +454,18 @@ pub enum ConfigError {
         /// What is wrong.
         problem: String,
     },
+    /// A setting other than a credential is wrong.
+    #[error("connection {connection}: {problem}")]
+    Invalid {
+        /// The connection.
+        connection: String,
+        /// What is wrong.
+        problem: String,
+    },
     /// The kind is none of jenkins, gitlab, github-actions, github.
-    #[error("unknown connection kind '{0}' (expected jenkins, gitlab, github-actions or github)")]
+    #[error(
+        "unknown kind '{0}' of a connection (expected jenkins, gitlab, github-actions or github)"
+    )]
     UnknownKind(String),
     /// The credentials are of another kind than the connection.
     #[error("connection {connection}: credentials do not fit a {kind} connection")]
@@ -597,7 +651,7 @@ mod tests {
             format!("{:?}", Credentials::Gitlab(trigger.clone())),
             format!(
                 "{:?}",
-                Credentials::GithubToken(SecretString::new(SECRETS[4]))
+                Credentials::Github(GitHubCredentials::Token(SecretString::new(SECRETS[4])))
             ),
             format!(
                 "{:?}",

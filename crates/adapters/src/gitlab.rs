@@ -20,11 +20,11 @@ use crate::connections::{
     ConfigError, Connection, ConnectionKind, Credentials, GitLabCredentials, GitLabParameters,
     GitLabSettings,
 };
-use crate::http::{self, Auth, Body, HttpClient, Request};
+use crate::http::{Auth, Body, Effect, HttpClient, RateLimits, Request, Service};
 use async_trait::async_trait;
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use promotion_core::ports::{
-    ErrorKind, PortError, RunHandle, RunRef, RunState, RunStatus, TestRunner, TriggerRequest,
+    PortError, RunHandle, RunRef, RunState, RunStatus, TestRunner, TriggerRequest,
 };
 use reqwest::header::HeaderName;
 use reqwest::{Method, StatusCode};
@@ -36,6 +36,13 @@ pub const CORRELATION_VARIABLE: &str = "PROMOTION_CORRELATION_ID";
 
 /// GitLab's header for access tokens.
 const PRIVATE_TOKEN: HeaderName = HeaderName::from_static("private-token");
+
+/// How GitLab speaks: `RateLimit-*` headers besides `Retry-After`.
+const GITLAB: Service = Service {
+    rate_limits: RateLimits::GitLab,
+    auth_hint: "check the access token (PRIVATE-TOKEN) and that it has not expired",
+    json_message: false,
+};
 
 /// Runs gate tests as GitLab pipelines.
 #[derive(Debug)]
@@ -97,22 +104,12 @@ impl GitLabRunner {
     /// A runner for a GitLab connection.
     pub fn new(connection: &Connection) -> Result<Self, ConfigError> {
         let config = &connection.config;
-        let Credentials::Gitlab(credentials) = &connection.credentials else {
-            return Err(ConfigError::WrongCredentials {
-                connection: config.name.clone(),
-                kind: ConnectionKind::Gitlab,
-            });
+        let (ConnectionKind::Gitlab, Credentials::Gitlab(credentials)) =
+            (config.kind, &connection.credentials)
+        else {
+            return Err(connection.wrong_credentials());
         };
-        let http = HttpClient::new(
-            &config.name,
-            &config.base_url,
-            &config.http,
-            "check the access token (PRIVATE-TOKEN) and that it has not expired",
-        )
-        .map_err(|e| ConfigError::InvalidUrl {
-            connection: config.name.clone(),
-            reason: e.message,
-        })?;
+        let http = HttpClient::for_config(config, GITLAB, reqwest::header::HeaderMap::new())?;
         Ok(Self {
             http,
             credentials: credentials.clone(),
@@ -120,15 +117,11 @@ impl GitLabRunner {
         })
     }
 
-    fn api(&self, method: Method, path: String) -> Request {
-        Request::new(
-            method,
-            path,
-            Auth::Header {
-                name: PRIVATE_TOKEN,
-                value: self.credentials.api_token().clone(),
-            },
-        )
+    fn api(&self, method: Method, effect: Effect, path: String) -> Request {
+        Request::raw(method, effect, path).auth(Auth::Header {
+            name: PRIVATE_TOKEN,
+            value: self.credentials.api_token().clone(),
+        })
     }
 
     /// The body's parameters: `variables` in the shape the endpoint wants, or `inputs`.
@@ -182,6 +175,7 @@ impl GitLabRunner {
         }
         let req = self.api(
             Method::GET,
+            Effect::Read,
             format!(
                 "/api/v4/projects/{project}/pipelines/{}/variables",
                 pipeline.id
@@ -213,16 +207,20 @@ impl TestRunner for GitLabRunner {
         let call = match &self.credentials {
             GitLabCredentials::AccessToken(_) => {
                 let (field, params) = self.parameters(req, false);
-                self.api(Method::POST, format!("/api/v4/projects/{project}/pipeline"))
-                    .body(Body::Json(json!({"ref": git_ref, field: params})))
+                self.api(
+                    Method::POST,
+                    Effect::Trigger,
+                    format!("/api/v4/projects/{project}/pipeline"),
+                )
+                .body(Body::Json(json!({"ref": git_ref, field: params})))
             }
             GitLabCredentials::TriggerToken { trigger_token, .. } => {
                 let (field, params) = self.parameters(req, true);
                 // The token goes in the body, never in the URL, so it stays out of logs.
-                Request::new(
+                Request::raw(
                     Method::POST,
+                    Effect::Trigger,
                     format!("/api/v4/projects/{project}/trigger/pipeline"),
-                    Auth::None,
                 )
                 .body(Body::Json(json!({
                     "token": trigger_token.expose(),
@@ -231,19 +229,9 @@ impl TestRunner for GitLabRunner {
                 })))
             }
         };
-        let resp = self.http.send(&call).await.map_err(|e| e.for_trigger())?;
-        let answer = self.http.receive(resp, &call).await.map_err(|mut e| {
-            e.kind = ErrorKind::Ambiguous;
-            e
-        })?;
-        if !answer.status.is_success() {
-            return Err(http::trigger_status_error(&self.http, &answer, &call));
-        }
+        let answer = self.http.exchange(&call).await?.success()?;
         // The pipeline exists now; an answer we cannot read leaves only `find`.
-        let pipeline: Pipeline = answer.json(&self.http, &call).map_err(|mut e| {
-            e.kind = ErrorKind::Ambiguous;
-            e
-        })?;
+        let pipeline: Pipeline = answer.json()?;
         tracing::info!(connection = %self.http.connection(), project = %req.job, pipeline = pipeline.id, correlation_id = %req.correlation_id, "created a GitLab pipeline");
         Ok(RunHandle {
             run_id: pipeline.id.to_string(),
@@ -256,6 +244,7 @@ impl TestRunner for GitLabRunner {
         let id = parse_pipeline_id(run)?;
         let req = self.api(
             Method::GET,
+            Effect::Read,
             format!("/api/v4/projects/{project}/pipelines/{id}"),
         );
         let pipeline: Pipeline = self.http.read_json(&req).await?;
@@ -278,7 +267,10 @@ impl TestRunner for GitLabRunner {
             path.push_str("&ref=");
             path.extend(url::form_urlencoded::byte_serialize(git_ref.as_bytes()));
         }
-        let pipelines: Vec<Pipeline> = self.http.read_json(&self.api(Method::GET, path)).await?;
+        let pipelines: Vec<Pipeline> = self
+            .http
+            .read_json(&self.api(Method::GET, Effect::Read, path))
+            .await?;
         for pipeline in pipelines {
             if self
                 .carries_correlation_id(&project, &pipeline, &req.correlation_id)
@@ -298,17 +290,17 @@ impl TestRunner for GitLabRunner {
         let id = parse_pipeline_id(run)?;
         let req = self.api(
             Method::POST,
+            Effect::Write,
             format!("/api/v4/projects/{project}/pipelines/{id}/cancel"),
         );
-        let resp = self.http.send(&req).await.map_err(|e| e.for_read())?;
-        let answer = self.http.receive(resp, &req).await?;
+        let answer = self.http.exchange(&req).await?;
         match answer.status {
             s if s.is_success() => Ok(()),
             StatusCode::NOT_FOUND => {
                 tracing::info!(connection = %self.http.connection(), call = %req.describe(), "nothing to cancel");
                 Ok(())
             }
-            _ => Err(self.http.status_error(&answer, &req)),
+            _ => Err(answer.error()),
         }
     }
 }

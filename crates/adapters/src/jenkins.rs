@@ -15,7 +15,7 @@
 use crate::connections::{
     ConfigError, Connection, ConnectionKind, Credentials, JenkinsCredentials, JenkinsSettings,
 };
-use crate::http::{self, Answer, Auth, Body, HttpClient, Request};
+use crate::http::{Answer, Auth, Body, Effect, HttpClient, RateLimits, Request, Service};
 use async_trait::async_trait;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use promotion_core::ports::{
@@ -36,6 +36,13 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'.')
     .remove(b'~');
+
+/// How Jenkins speaks: only the standard `Retry-After`, HTML error pages.
+const JENKINS: Service = Service {
+    rate_limits: RateLimits::Standard,
+    auth_hint: "check the user and API token",
+    json_message: false,
+};
 
 /// Runs gate tests as Jenkins builds.
 #[derive(Debug)]
@@ -197,22 +204,12 @@ impl JenkinsRunner {
     /// A runner for a Jenkins connection.
     pub fn new(connection: &Connection) -> Result<Self, ConfigError> {
         let config = &connection.config;
-        let Credentials::Jenkins(credentials) = &connection.credentials else {
-            return Err(ConfigError::WrongCredentials {
-                connection: config.name.clone(),
-                kind: ConnectionKind::Jenkins,
-            });
+        let (ConnectionKind::Jenkins, Credentials::Jenkins(credentials)) =
+            (config.kind, &connection.credentials)
+        else {
+            return Err(connection.wrong_credentials());
         };
-        let http = HttpClient::new(
-            &config.name,
-            &config.base_url,
-            &config.http,
-            "check the user and API token",
-        )
-        .map_err(|e| ConfigError::InvalidUrl {
-            connection: config.name.clone(),
-            reason: e.message,
-        })?;
+        let http = HttpClient::for_config(config, JENKINS, reqwest::header::HeaderMap::new())?;
         Ok(Self {
             http,
             credentials: credentials.clone(),
@@ -229,7 +226,7 @@ impl JenkinsRunner {
     }
 
     fn get(&self, path: String) -> Request {
-        Request::new(Method::GET, path, self.auth())
+        Request::raw(Method::GET, Effect::Read, path).auth(self.auth())
     }
 
     /// Rebuilds a link from the configured base: the host Jenkins puts in URLs
@@ -254,7 +251,7 @@ impl JenkinsRunner {
     async fn fetch_crumb(&self) -> Result<Crumb, PortError> {
         let req = self.get("/crumbIssuer/api/json".to_owned());
         let answer = self.http.read(&req).await?;
-        let body: CrumbAnswer = answer.json(&self.http, &req)?;
+        let body: CrumbAnswer = answer.json()?;
         let malformed = || {
             PortError::permanent(format!(
                 "connection {}: malformed crumb from {}",
@@ -298,26 +295,23 @@ impl JenkinsRunner {
     /// was done then), fetches one and sends it a second time.
     async fn post(
         &self,
+        effect: Effect,
         path: &str,
         form: Vec<(String, String)>,
     ) -> Result<(Request, Answer), PortError> {
         let mut crumb = self.cached_crumb();
         let mut fetched = false;
         loop {
-            let mut req =
-                Request::new(Method::POST, path, self.auth()).body(Body::Form(form.clone()));
+            let mut req = Request::raw(Method::POST, effect, path)
+                .auth(self.auth())
+                .body(Body::Form(form.clone()));
             if let Some(c) = &crumb {
                 req = req.header(c.field.clone(), c.value.clone());
                 if let Some(cookie) = &c.cookie {
                     req = req.header(COOKIE, cookie.clone());
                 }
             }
-            let resp = self.http.send(&req).await.map_err(|e| e.for_trigger())?;
-            let answer = self.http.receive(resp, &req).await.map_err(|mut e| {
-                // The server answered but we lost the answer: the POST may have acted.
-                e.kind = promotion_core::ports::ErrorKind::Ambiguous;
-                e
-            })?;
+            let answer = self.http.exchange(&req).await?;
             if is_crumb_error(&answer) && !fetched {
                 tracing::debug!(connection = %self.http.connection(), "Jenkins asks for a CSRF crumb");
                 crumb = Some(self.fetch_crumb().await?);
@@ -444,20 +438,15 @@ impl JenkinsRunner {
     /// A POST whose 2xx or 3xx answer means done, and whose 404 means there is
     /// nothing left to cancel.
     async fn cancel_post(&self, path: &str) -> Result<(), PortError> {
-        let (req, answer) = self.post(path, Vec::new()).await.map_err(|mut e| {
-            if e.kind == promotion_core::ports::ErrorKind::Ambiguous {
-                // Cancelling again is harmless.
-                e.kind = promotion_core::ports::ErrorKind::Transient;
-            }
-            e
-        })?;
+        // Cancelling again is harmless: a write, not a trigger.
+        let (req, answer) = self.post(Effect::Write, path, Vec::new()).await?;
         match answer.status {
             s if s.is_success() || s.is_redirection() => Ok(()),
             StatusCode::NOT_FOUND => {
                 tracing::info!(connection = %self.http.connection(), call = %req.describe(), "nothing to cancel");
                 Ok(())
             }
-            _ => Err(self.http.status_error(&answer, &req)),
+            _ => Err(answer.error()),
         }
     }
 }
@@ -473,12 +462,12 @@ impl TestRunner for JenkinsRunner {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         form.push((CORRELATION_PARAMETER.to_owned(), req.correlation_id.clone()));
-        let (call, answer) = self.post(&path, form).await?;
+        let (call, answer) = self.post(Effect::Trigger, &path, form).await?;
         if !(answer.status == StatusCode::CREATED
             || answer.status == StatusCode::SEE_OTHER
             || answer.status == StatusCode::FOUND)
         {
-            return Err(http::trigger_status_error(&self.http, &answer, &call));
+            return Err(answer.error());
         }
         let location = answer.headers.get(LOCATION).and_then(|v| v.to_str().ok());
         let Some(item) = location.and_then(queue_item_of) else {

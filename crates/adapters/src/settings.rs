@@ -2,10 +2,12 @@
 //! key/value pairs, applied to its [`ConnectionConfig`] with errors that name
 //! the connection and the key.
 //!
-//! Every kind: `connectTimeout`, `requestTimeout`, `maxRateLimitWait` (durations
-//! such as `5s`), `readRetries` (a count). Jenkins: `unstable` (`failed` or
+//! Every kind: `connectTimeout`, `requestTimeout`, `retryMinDelay`,
+//! `retryMaxDelay`, `maxRateLimitWait` (durations such as `5s`), `readRetries`
+//! (a count), `maxBodySize` (bytes). Jenkins: `unstable` (`failed` or
 //! `passed`), `findDepth`. GitLab: `parameters` (`variables` or `inputs`),
-//! `findDepth`.
+//! `findDepth`. GitHub Actions and GitHub: `repository` (`owner/name`);
+//! GitHub Actions: `findAttempts`, `findInterval`.
 
 use crate::connections::{ConfigError, ConnectionConfig, ConnectionKind, GitLabParameters};
 use promotion_core::ports::RunState;
@@ -43,6 +45,23 @@ impl ConnectionConfig {
                 (_, "requestTimeout") => self.http.request_timeout = duration()?,
                 (_, "maxRateLimitWait") => self.http.max_rate_limit_wait = duration()?,
                 (_, "readRetries") => self.http.read_retries = count()?,
+                (_, "retryMinDelay") => self.http.retry_min_delay = duration()?,
+                (_, "retryMaxDelay") => self.http.retry_max_delay = duration()?,
+                (_, "maxBodySize") => self.http.max_body_bytes = count()?.max(1),
+                (ConnectionKind::GithubActions | ConnectionKind::Github, "repository") => {
+                    self.github.repository = Some(
+                        value
+                            .as_str()
+                            .and_then(|s| s.parse().ok())
+                            .ok_or_else(|| bad("an owner/name repository"))?,
+                    )
+                }
+                (ConnectionKind::GithubActions, "findAttempts") => {
+                    self.github.find_attempts = count()?.max(1)
+                }
+                (ConnectionKind::GithubActions, "findInterval") => {
+                    self.github.find_interval = duration()?
+                }
                 (ConnectionKind::Jenkins, "unstable") => {
                     self.jenkins.unstable = match value.as_str() {
                         Some("failed") => RunState::Failed,
@@ -95,6 +114,23 @@ mod tests {
         assert_eq!(c.http.request_timeout, Duration::from_secs(2));
         assert_eq!(c.http.read_retries, 1);
         assert_eq!(c.jenkins.find_depth, 10);
+
+        let mut h =
+            ConnectionConfig::new("gh", ConnectionKind::GithubActions, "https://api").unwrap();
+        h.apply_settings(&settings(json!({
+            "repository": "acme/shop", "maxBodySize": 1024, "findAttempts": 2, "findInterval": "1s"
+        })))
+        .unwrap();
+        assert_eq!(h.github.repository, Some("acme/shop".parse().unwrap()));
+        assert_eq!(h.http.max_body_bytes, 1024);
+        assert_eq!(h.github.find_attempts, 2);
+        let err = h
+            .apply_settings(&settings(json!({"repository": "acme"})))
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("an owner/name repository"),
+            "{err}"
+        );
 
         let mut g = ConnectionConfig::new("g", ConnectionKind::Gitlab, "https://git").unwrap();
         g.apply_settings(&settings(json!({"parameters": "inputs", "findDepth": 500})))

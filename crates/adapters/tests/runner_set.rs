@@ -169,10 +169,10 @@ async fn an_unknown_connection_is_permanent_and_named() {
 }
 
 #[test]
-fn ci_runner_builds_jenkins_and_gitlab_runners_only() {
+fn every_kind_builds_its_adapter_and_github_is_no_runner() {
     use promotion_adapters::{
-        Connection, ConnectionConfig, ConnectionKind, Credentials, GitLabCredentials,
-        JenkinsCredentials, SecretString, ci_runner,
+        Adapter, Connection, ConnectionConfig, ConnectionKind, Credentials, GitHubCredentials,
+        GitLabCredentials, JenkinsCredentials, SecretString,
     };
     let jenkins = Connection {
         config: ConnectionConfig::new("j", ConnectionKind::Jenkins, "https://ci.example.com")
@@ -182,28 +182,52 @@ fn ci_runner_builds_jenkins_and_gitlab_runners_only() {
             token: SecretString::new("t"),
         }),
     };
-    assert!(ci_runner(&jenkins).unwrap().is_some());
+    assert!(matches!(
+        Adapter::new(&jenkins).unwrap(),
+        Adapter::Runner(_)
+    ));
     let gitlab = Connection {
         config: ConnectionConfig::new("g", ConnectionKind::Gitlab, "https://git.example.com")
             .unwrap(),
         credentials: Credentials::Gitlab(GitLabCredentials::AccessToken(SecretString::new("t"))),
     };
-    assert!(ci_runner(&gitlab).unwrap().is_some());
+    assert!(matches!(Adapter::new(&gitlab).unwrap(), Adapter::Runner(_)));
+    let token = Credentials::Github(GitHubCredentials::Token(SecretString::new("t")));
     let actions = Connection {
         config: ConnectionConfig::new("a", ConnectionKind::GithubActions, "https://api.github.com")
             .unwrap(),
-        credentials: Credentials::GithubToken(SecretString::new("t")),
+        credentials: token.clone(),
     };
-    assert!(ci_runner(&actions).unwrap().is_none());
+    assert!(matches!(
+        Adapter::new(&actions).unwrap(),
+        Adapter::Runner(_)
+    ));
+    let github = Connection {
+        config: ConnectionConfig::new("h", ConnectionKind::Github, "https://api.github.com")
+            .unwrap(),
+        credentials: token,
+    };
+    assert!(matches!(
+        Adapter::new(&github).unwrap(),
+        Adapter::GitHub { .. }
+    ));
 
     // Credentials of another kind are refused, naming the connection.
     let mixed = Connection {
         config: gitlab.config.clone(),
         credentials: jenkins.credentials.clone(),
     };
-    let err = ci_runner(&mixed).err().unwrap();
+    let err = Adapter::new(&mixed).err().unwrap();
     assert_eq!(
         err.to_string(),
         "connection g: credentials do not fit a gitlab connection"
+    );
+    let mixed = Connection {
+        config: github.config.clone(),
+        credentials: jenkins.credentials.clone(),
+    };
+    assert_eq!(
+        Adapter::new(&mixed).err().unwrap().to_string(),
+        "connection h: credentials do not fit a github connection"
     );
 }

@@ -4,7 +4,6 @@
 use crate::telemetry::LogFormat;
 use crate::webhook::RepositoryConfig;
 use serde::Deserialize;
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -82,33 +81,7 @@ pub struct Args {
     pub pr_resync_interval: Duration,
 }
 
-/// A Secret the configuration refers to (in the controller's own namespace).
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SecretName {
-    /// The Secret's name.
-    pub name: String,
-}
-
-/// One named connection to a CI system or GitHub.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ConnectionEntry {
-    /// Referred to by a policy test's `connection`.
-    pub name: String,
-    /// `jenkins`, `github-actions`, `gitlab` or `github`.
-    pub kind: String,
-    /// The API base URL (GitHub Enterprise: `https://host/api/v3`; self-hosted GitLab: its root).
-    pub url: String,
-    /// The provider's default connection, used by tests that name none.
-    #[serde(default)]
-    pub default: bool,
-    /// The Secret with the credentials.
-    pub secret_ref: SecretName,
-    /// Kind-specific settings (see the README).
-    #[serde(default)]
-    pub settings: BTreeMap<String, serde_yaml::Value>,
-}
+pub use promotion_adapters::{ConnectionEntry, SecretName};
 
 /// How applications are promoted.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -160,18 +133,8 @@ impl FileConfig {
             if !names.insert(c.name.as_str()) {
                 anyhow::bail!("connection {:?} is defined twice", c.name);
             }
-            if !matches!(
-                c.kind.as_str(),
-                "jenkins" | "github-actions" | "gitlab" | "github"
-            ) {
-                anyhow::bail!(
-                    "connection {}: unknown kind {:?} (jenkins, github-actions, gitlab, github)",
-                    c.name,
-                    c.kind
-                );
-            }
         }
-        for kind in ["jenkins", "github-actions", "gitlab", "github"] {
+        for kind in promotion_adapters::ConnectionKind::ALL {
             let defaults: Vec<&str> = cfg
                 .connections
                 .iter()

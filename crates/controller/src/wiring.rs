@@ -14,8 +14,7 @@ use kube::api::Api;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Client, ResourceExt};
-use promotion_adapters::{ConnectionConfig, ConnectionKind, Credentials, RunnerSet, SecretRef};
-use promotion_api::Provider;
+use promotion_adapters::{Adapter, RunnerSet};
 use promotion_argocd::{ClusterClients, KubeArgoCd, PromoteOptions};
 use promotion_core::engine::Ports;
 use promotion_core::ports::{GitHubClient, PullRequestReader, TestRunner};
@@ -62,31 +61,30 @@ impl Wiring {
         let mut github: Option<GitHubSlot> = None;
         for entry in &file.connections {
             // Mistakes that no Secret can fix stop the controller at start-up.
-            check_static(entry)?;
+            entry.config()?;
             let waiting = format!(
                 "connection {}: secret {namespace}/{} not read yet",
                 entry.name, entry.secret_ref.name
             );
-            if entry.kind == "github" {
+            let Some(provider) = entry.kind.provider() else {
                 let swap = github_slot(&waiting);
                 if entry.default || github.is_none() {
                     github = Some(swap.clone());
                 }
                 slots.push((entry.clone(), Slot::GitHub(swap)));
-            } else {
-                let provider = provider(&entry.kind)?;
-                let swap: Arc<Swappable<dyn TestRunner>> = Arc::new(Swappable::new(Arc::new(
-                    Unavailable(waiting),
-                )
-                    as Arc<dyn TestRunner>));
-                runners.register(provider, &entry.name, swap.clone());
-                if entry.default {
-                    runners
-                        .set_default(provider, &entry.name)
-                        .map_err(|e| anyhow::anyhow!("{e}"))?;
-                }
-                slots.push((entry.clone(), Slot::Runner(swap)));
+                continue;
+            };
+            let swap: Arc<Swappable<dyn TestRunner>> = Arc::new(Swappable::new(Arc::new(
+                Unavailable(waiting),
+            )
+                as Arc<dyn TestRunner>));
+            runners.register(provider, &entry.name, swap.clone());
+            if entry.default {
+                runners
+                    .set_default(provider, &entry.name)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
             }
+            slots.push((entry.clone(), Slot::Runner(swap)));
         }
         let (github, pull_requests) =
             github.unwrap_or_else(|| github_slot("no connection of kind github is configured"));
@@ -160,44 +158,6 @@ fn github_slot(why: &str) -> GitHubSlot {
     )
 }
 
-fn provider(kind: &str) -> anyhow::Result<Provider> {
-    Ok(match kind {
-        "jenkins" => Provider::Jenkins,
-        "gitlab" => Provider::Gitlab,
-        "github-actions" => Provider::GithubActions,
-        other => anyhow::bail!("unknown connection kind {other:?}"),
-    })
-}
-
-fn settings_json(entry: &ConnectionEntry) -> anyhow::Result<BTreeMap<String, serde_json::Value>> {
-    entry
-        .settings
-        .iter()
-        .filter(|(k, _)| k.as_str() != "repository")
-        .map(|(k, v)| Ok((k.clone(), serde_json::to_value(v)?)))
-        .collect()
-}
-
-fn check_static(entry: &ConnectionEntry) -> anyhow::Result<()> {
-    match entry.kind.as_str() {
-        "jenkins" | "gitlab" => {
-            let kind: ConnectionKind = entry.kind.parse()?;
-            let mut cfg = ConnectionConfig::new(&entry.name, kind, &entry.url)?;
-            cfg.apply_settings(&settings_json(entry)?)?;
-        }
-        _ => {
-            let probe =
-                promotion_github::Credentials::Token(promotion_github::SecretString::new("probe"));
-            promotion_github::GitHubConfig::new(&entry.name, &entry.url, probe)?;
-            if let Some(repo) = entry.settings.get("repository").and_then(|v| v.as_str()) {
-                repo.parse::<promotion_github::Repository>()
-                    .map_err(|e| anyhow::anyhow!("connection {}: {e}", entry.name))?;
-            }
-        }
-    }
-    Ok(())
-}
-
 fn secret_data(secret: &Secret) -> SecretData {
     let mut data: SecretData = secret
         .data
@@ -266,10 +226,16 @@ impl SecretFollower {
                 Some(data) => self.build(entry, data),
             };
             match (slot, built) {
-                (Slot::Runner(swap), Ok(Built::Runner(r))) => swap.swap(r),
-                (Slot::GitHub((swap, reader)), Ok(Built::GitHub(g, r))) => {
-                    swap.swap(g);
-                    reader.swap(r);
+                (Slot::Runner(swap), Ok(Adapter::Runner(r))) => swap.swap(r),
+                (
+                    Slot::GitHub((swap, reader)),
+                    Ok(Adapter::GitHub {
+                        client,
+                        pull_requests,
+                    }),
+                ) => {
+                    swap.swap(client);
+                    reader.swap(pull_requests);
                 }
                 (Slot::Runner(swap), Err(why)) => {
                     tracing::warn!(connection = %entry.name, reason = %why, "connection unavailable");
@@ -296,64 +262,9 @@ impl SecretFollower {
         }
     }
 
-    fn build(&self, entry: &ConnectionEntry, data: &SecretData) -> Result<Built, String> {
-        let secret = SecretRef {
-            namespace: self.namespace.clone(),
-            name: entry.secret_ref.name.clone(),
-        };
-        match entry.kind.as_str() {
-            "jenkins" | "gitlab" => {
-                let kind: ConnectionKind = entry.kind.parse().map_err(|e| format!("{e}"))?;
-                let mut config = ConnectionConfig::new(&entry.name, kind, &entry.url)
-                    .map_err(|e| e.to_string())?;
-                config
-                    .apply_settings(&settings_json(entry).map_err(|e| e.to_string())?)
-                    .map_err(|e| e.to_string())?;
-                let credentials = Credentials::from_secret(&entry.name, kind, &secret, data)
-                    .map_err(|e| e.to_string())?;
-                let connection = promotion_adapters::Connection {
-                    config,
-                    credentials,
-                };
-                match promotion_adapters::ci_runner(&connection).map_err(|e| e.to_string())? {
-                    Some(r) => Ok(Built::Runner(r)),
-                    None => Err(format!("connection {}: not a CI connection", entry.name)),
-                }
-            }
-            kind => {
-                let credentials = promotion_github::Credentials::from_secret_data(
-                    &entry.name,
-                    &secret.to_string(),
-                    data,
-                )
-                .map_err(|e| e.to_string())?;
-                let mut config =
-                    promotion_github::GitHubConfig::new(&entry.name, &entry.url, credentials)
-                        .map_err(|e| e.to_string())?;
-                if let Some(repo) = entry.settings.get("repository").and_then(|v| v.as_str()) {
-                    config.repository = Some(
-                        repo.parse()
-                            .map_err(|e: String| format!("connection {}: {e}", entry.name))?,
-                    );
-                }
-                let connection =
-                    promotion_github::GitHubConnection::new(&config).map_err(|e| e.to_string())?;
-                Ok(if kind == "github" {
-                    Built::GitHub(
-                        Arc::new(promotion_github::GitHubApi::new(connection.clone())),
-                        Arc::new(promotion_github::GitHubPullRequests::new(connection)),
-                    )
-                } else {
-                    Built::Runner(Arc::new(promotion_github::GitHubActionsRunner::new(
-                        connection,
-                    )))
-                })
-            }
-        }
+    fn build(&self, entry: &ConnectionEntry, data: &SecretData) -> Result<Adapter, String> {
+        entry
+            .build(&self.namespace, data)
+            .map_err(|e| e.to_string())
     }
-}
-
-enum Built {
-    Runner(Arc<dyn TestRunner>),
-    GitHub(Arc<dyn GitHubClient>, Arc<dyn PullRequestReader>),
 }

@@ -71,20 +71,21 @@ fn repository(namespace: &str) -> RepositoryConfig {
 
 /// A GitHub reader over the stand-in, as the binary builds it from the `github` connection.
 fn stand_in_reader(standins: &StandIns) -> Arc<dyn PullRequestReader> {
-    let token = standins
+    let data: BTreeMap<String, Vec<u8>> = standins
         .secrets()
         .into_iter()
         .find(|(name, _)| name == GITHUB_SECRET)
-        .and_then(|(_, data)| data.get("token").cloned())
+        .map(|(_, data)| data.into_iter().map(|(k, v)| (k, v.into_bytes())).collect())
         .expect("the github Secret");
-    let config = promotion_github::GitHubConfig::new(
-        "github",
-        &standins.github_url,
-        promotion_github::Credentials::Token(promotion_github::SecretString::new(token)),
-    )
-    .expect("config");
-    let connection = promotion_github::GitHubConnection::new(&config).expect("connection");
-    Arc::new(promotion_github::GitHubPullRequests::new(connection))
+    let entry: promotion_adapters::ConnectionEntry = serde_json::from_value(json!({
+        "name": "github", "kind": "github", "url": standins.github_url,
+        "secretRef": {"name": GITHUB_SECRET},
+    }))
+    .expect("connection entry");
+    match entry.build("promotion-system", &data).expect("connection") {
+        promotion_adapters::Adapter::GitHub { pull_requests, .. } => pull_requests,
+        other => panic!("a github connection builds GitHub's ports, not {other:?}"),
+    }
 }
 
 async fn setup_with(test: &str, reader: Option<Arc<dyn PullRequestReader>>) -> Setup {

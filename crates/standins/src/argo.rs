@@ -30,6 +30,7 @@ pub fn spawn_syncer(client: kube::Client, delay: Duration) -> tokio::task::JoinH
         Api::all_with(client.clone(), &application_resource()),
         client,
         delay,
+        Writes::default(),
     ))
 }
 
@@ -40,10 +41,22 @@ pub fn spawn_namespaced_syncer(
     namespace: &str,
     delay: Duration,
 ) -> tokio::task::JoinHandle<()> {
+    spawn_counting_syncer(client, namespace, delay, Writes::default())
+}
+
+/// [`spawn_namespaced_syncer`] that also records in `writes` every write that
+/// left an Application out of sync, before a burst of them is synced once.
+pub fn spawn_counting_syncer(
+    client: kube::Client,
+    namespace: &str,
+    delay: Duration,
+    writes: Writes,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(run(
         Api::namespaced_with(client.clone(), namespace, &application_resource()),
         client,
         delay,
+        writes,
     ))
 }
 
@@ -261,7 +274,7 @@ fn with_synced_status(mut app: Value) -> Value {
     app
 }
 
-async fn run(api: Api<DynamicObject>, client: kube::Client, delay: Duration) {
+async fn run(api: Api<DynamicObject>, client: kube::Client, delay: Duration, writes: Writes) {
     // Apps with a sync scheduled, so a burst of events schedules one.
     let pending: Arc<Mutex<HashSet<(String, String)>>> = Arc::default();
     // Aborting this task drops the set, which aborts the scheduled syncs with it.
@@ -287,6 +300,7 @@ async fn run(api: Api<DynamicObject>, client: kube::Client, delay: Duration) {
             continue;
         };
         let key = (ns.clone(), name.clone());
+        writes.record(&key, app.metadata.resource_version.as_deref());
         if !pending
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -349,6 +363,34 @@ async fn sync(api: &Api<DynamicObject>, name: &str) -> Result<(), kube::Error> {
         }
     }
     Ok(())
+}
+
+/// Every write the syncer saw that left an Application out of sync (a promotion,
+/// repeated ones included), counted once per resourceVersion. Cloneable, shared.
+#[derive(Clone, Debug, Default)]
+pub struct Writes(Arc<Mutex<WritesByApp>>);
+
+/// The resourceVersions of the writes seen, per (namespace, name).
+type WritesByApp = std::collections::HashMap<(String, String), Vec<String>>;
+
+impl Writes {
+    fn record(&self, (ns, name): &(String, String), version: Option<&str>) {
+        let mut seen = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let versions = seen.entry((ns.clone(), name.clone())).or_default();
+        let version = version.unwrap_or_default().to_owned();
+        if !versions.contains(&version) {
+            versions.push(version);
+        }
+    }
+
+    /// How many such writes the Application `namespace/name` had.
+    pub fn count(&self, namespace: &str, name: &str) -> usize {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .map_or(0, Vec::len)
+    }
 }
 
 #[cfg(test)]

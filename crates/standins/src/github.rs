@@ -12,10 +12,16 @@
 //! - `POST /repos/:o/:r/statuses/:sha` (state checked, description <= 140 characters).
 //! - Pull requests: `GET /repos/:o/:r/pulls/:n` and `GET /repos/:o/:r/pulls`, set by
 //!   the test through [`crate::PullRequests`].
+//! - `POST /app/installations/:id/access_tokens` with the RS256 JWT of the
+//!   App it knows (checked as GitHub checks it: signature, `iss`, `iat` not in
+//!   the future, `exp` at most ten minutes out) issues installation tokens,
+//!   accepted until they expire or are revoked.
 //! - Every answer carries GitHub's rate-limit headers; run pages
-//!   (`GET /:o/:r/actions/runs/:id`) answer without a token.
+//!   (`GET /:o/:r/actions/runs/:id`) answer without a token. Everything is
+//!   also served under `/api/v3`, as GitHub Enterprise Server does.
 
 use crate::callbacks::About;
+use crate::faults::{Faults, visible};
 use crate::journal::{CommitStatus, Finished, Triggered};
 use crate::pulls::{self, PullRequests};
 use crate::runtime::{Shared, header_str, json, page, rfc3339, same};
@@ -27,9 +33,10 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
-use std::collections::HashMap;
+use std::collections::VecDeque;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 const PROVIDER: &str = "github-actions";
 const CORRELATION: &str = "PROMOTION_CORRELATION_ID";
@@ -40,16 +47,48 @@ const MAX_DESCRIPTION: usize = 140;
 const DEFAULT_PER_PAGE: usize = 30;
 const MAX_PER_PAGE: usize = 100;
 
+/// How the stand-in answers a workflow dispatch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DispatchMode {
+    /// GitHub.com today: 200 with the run's details when asked, else 204.
+    #[default]
+    RunDetails,
+    /// An older server that ignores `return_run_details`: always 204.
+    NoContent,
+    /// An older server that refuses the unknown field with 422 (nothing starts).
+    RejectsField,
+}
+
+/// The GitHub App the stand-in knows.
+pub(crate) struct App {
+    pub id: String,
+    pub installation_id: u64,
+    /// PEM of the App's public key.
+    pub public_key: &'static [u8],
+}
+
+/// How long an installation token lives unless told otherwise (GitHub: one hour).
+const TOKEN_LIFETIME: chrono::Duration = chrono::Duration::hours(1);
+
 pub(crate) struct GitHub {
     base: String,
     token: String,
+    app: App,
     shared: Shared,
+    faults: Faults,
     state: Mutex<Store>,
     pulls: PullRequests,
 }
 
 #[derive(Default)]
 struct Store {
+    dispatch_mode: DispatchMode,
+    /// Installation tokens issued, in order, with when each expires.
+    issued: Vec<(String, chrono::DateTime<chrono::Utc>)>,
+    revoked: HashSet<String>,
+    /// Lifetimes of the next tokens, then `token_lifetime`.
+    next_lifetimes: VecDeque<chrono::Duration>,
+    token_lifetime: Option<chrono::Duration>,
     next_run_id: u64,
     next_status_id: u64,
     runs: HashMap<u64, Run>,
@@ -68,6 +107,9 @@ struct Run {
     conclusion: Option<&'static str>,
     created: SystemTime,
     updated: SystemTime,
+    /// For the find lag of the fault layer.
+    born: Instant,
+    listings_skipped: usize,
 }
 
 type Repo = (String, String);
@@ -84,11 +126,20 @@ pub(crate) fn not_found() -> Response {
 }
 
 impl GitHub {
-    pub fn new(base: String, token: &str, shared: Shared, pulls: PullRequests) -> Arc<Self> {
+    pub fn new(
+        base: String,
+        token: &str,
+        app: App,
+        shared: Shared,
+        faults: Faults,
+        pulls: PullRequests,
+    ) -> Arc<Self> {
         Arc::new(Self {
             base,
             token: token.to_owned(),
+            app,
             shared,
+            faults,
             pulls,
             state: Mutex::new(Store {
                 next_run_id: 7_000_000,
@@ -99,6 +150,36 @@ impl GitHub {
     }
 
     pub fn router(self: Arc<Self>) -> Router {
+        let api = Self::routes();
+        Router::new()
+            .merge(api.clone())
+            .nest("/api/v3", api)
+            .route("/{owner}/{repo}/actions/runs/{id}", get(run_page))
+            .fallback(|| async { not_found() })
+            .layer(axum::middleware::map_response(rate_limit_headers))
+            .with_state(self)
+    }
+
+    pub fn set_dispatch_mode(&self, mode: DispatchMode) {
+        self.lock().dispatch_mode = mode;
+    }
+
+    pub fn set_token_lifetimes(&self, next: &[Duration], then: Duration) {
+        let to = |d: &Duration| chrono::Duration::from_std(*d).unwrap_or(TOKEN_LIFETIME);
+        let mut s = self.lock();
+        s.next_lifetimes = next.iter().map(to).collect();
+        s.token_lifetime = Some(to(&then));
+    }
+
+    pub fn issued_tokens(&self) -> Vec<String> {
+        self.lock().issued.iter().map(|(t, _)| t.clone()).collect()
+    }
+
+    pub fn revoke(&self, token: &str) {
+        self.lock().revoked.insert(token.to_owned());
+    }
+
+    fn routes() -> Router<Arc<Self>> {
         Router::new()
             .route(
                 "/repos/{owner}/{repo}/actions/workflows/{workflow}/dispatches",
@@ -124,10 +205,10 @@ impl GitHub {
             .route("/repos/{owner}/{repo}/statuses/{sha}", post(create_status))
             .route("/repos/{owner}/{repo}/pulls", get(list_pulls))
             .route("/repos/{owner}/{repo}/pulls/{number}", get(get_pull))
-            .route("/{owner}/{repo}/actions/runs/{id}", get(run_page))
-            .fallback(|| async { not_found() })
-            .layer(axum::middleware::map_response(rate_limit_headers))
-            .with_state(self)
+            .route(
+                "/app/installations/{installation}/access_tokens",
+                post(access_tokens),
+            )
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Store> {
@@ -140,9 +221,22 @@ impl GitHub {
             v.strip_prefix("Bearer ")
                 .or_else(|| v.strip_prefix("token "))
         });
-        match given {
-            Some(t) if same(&self.token, t.trim()) => None,
-            _ => Some(error(StatusCode::UNAUTHORIZED, "Bad credentials")),
+        let Some(given) = given.map(str::trim) else {
+            return Some(error(StatusCode::UNAUTHORIZED, "Requires authentication"));
+        };
+        if same(&self.token, given) {
+            return None;
+        }
+        let s = self.lock();
+        let now = chrono::Utc::now();
+        let issued = s
+            .issued
+            .iter()
+            .any(|(t, expires)| same(t, given) && *expires > now);
+        if issued && !s.revoked.contains(given) {
+            None
+        } else {
+            Some(error(StatusCode::UNAUTHORIZED, "Bad credentials"))
         }
     }
 
@@ -169,7 +263,7 @@ impl GitHub {
         })
     }
 
-    async fn finish(self: Arc<Self>, id: u64, outcome: Outcome) {
+    pub(crate) async fn finish(self: Arc<Self>, id: u64, outcome: Outcome) {
         let conclusion = match outcome {
             Outcome::Pass => "success",
             Outcome::Fail => "failure",
@@ -273,7 +367,16 @@ async fn dispatch(
         Some(c) => format!("gate {c}"),
         None => workflow.clone(),
     };
+    let asked = body.get("return_run_details").is_some();
     let details = body.get("return_run_details").and_then(Value::as_bool) == Some(true);
+    let mode = gh.lock().dispatch_mode;
+    if asked && mode == DispatchMode::RejectsField {
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid request.\n\n\"return_run_details\" is not a permitted key.",
+        );
+    }
+    let details = details && mode == DispatchMode::RunDetails;
     let (outcome, after) = gh.shared.script.outcome(&workflow);
     let now = SystemTime::now();
     let id = {
@@ -293,6 +396,8 @@ async fn dispatch(
                 conclusion: None,
                 created: now,
                 updated: now,
+                born: Instant::now(),
+                listings_skipped: 0,
             },
         );
         s.by_workflow
@@ -363,15 +468,26 @@ async fn list_runs(
         .and_then(|p| p.parse().ok())
         .unwrap_or(1)
         .max(1);
-    let s = gh.lock();
-    let ids = s
+    let lag = gh.faults.find_lag();
+    let mut s = gh.lock();
+    let ids: Vec<u64> = s
         .by_workflow
         .get(&(owner, repo, workflow))
-        .map(Vec::as_slice)
+        .cloned()
         .unwrap_or_default();
-    let matching = ids
-        .iter()
+    // Runs GitHub has not indexed yet are left out.
+    let shown: Vec<u64> = ids
+        .into_iter()
         .rev()
+        .filter(|id| {
+            s.runs
+                .get_mut(id)
+                .is_some_and(|r| visible(lag, r.born, &mut r.listings_skipped))
+        })
+        .collect();
+    let s = &*s;
+    let matching = shown
+        .iter()
         .filter_map(|id| s.runs.get(id))
         .filter(|r| since.is_none_or(|t| r.created >= t));
     let total = matching.clone().count();
@@ -444,6 +560,69 @@ async fn cancel_run(
         at: SystemTime::now(),
     });
     json(StatusCode::ACCEPTED, json!({}))
+}
+
+/// `POST /app/installations/:id/access_tokens`: an installation token for a valid App JWT.
+async fn access_tokens(
+    State(gh): State<Arc<GitHub>>,
+    Path(installation): Path<u64>,
+    headers: HeaderMap,
+) -> Response {
+    let undecodable = || {
+        error(
+            StatusCode::UNAUTHORIZED,
+            "A JSON web token could not be decoded",
+        )
+    };
+    let Some(jwt) = header_str(&headers, "authorization").and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return undecodable();
+    };
+    let Ok(key) = jsonwebtoken::DecodingKey::from_rsa_pem(gh.app.public_key) else {
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the stand-in's App key is unreadable",
+        );
+    };
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+    validation.set_required_spec_claims(&["exp", "iat", "iss"]);
+    validation.set_issuer(&[gh.app.id.as_str()]);
+    let Ok(data) = jsonwebtoken::decode::<Value>(jwt, &key, &validation) else {
+        return undecodable();
+    };
+    let claim = |name: &str| data.claims.get(name).and_then(Value::as_i64).unwrap_or(0);
+    let (iat, exp, now) = (claim("iat"), claim("exp"), chrono::Utc::now().timestamp());
+    // GitHub's rules: not issued in the future, expiring at most ten minutes out.
+    if iat > now || exp - now > 600 || exp - iat > 600 {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "'Expiration time' claim ('exp') is too far in the future",
+        );
+    }
+    if installation != gh.app.installation_id {
+        return not_found();
+    }
+    let (token, expires) = {
+        let mut s = gh.lock();
+        let token = format!("ghs_standin_installation_{}", s.issued.len() + 1);
+        let lifetime = s
+            .next_lifetimes
+            .pop_front()
+            .or(s.token_lifetime)
+            .unwrap_or(TOKEN_LIFETIME);
+        let expires = chrono::Utc::now() + lifetime;
+        s.issued.push((token.clone(), expires));
+        (token, expires)
+    };
+    json(
+        StatusCode::CREATED,
+        json!({
+            "token": token,
+            "expires_at": expires.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            "permissions": {"actions": "write", "issues": "write", "statuses": "write"},
+            "repository_selection": "all",
+        }),
+    )
 }
 
 fn labels_json(labels: &[String]) -> Value {

@@ -8,9 +8,15 @@
 //!   first), `GET .../pipelines/:pid/variables`, `POST .../pipelines/:pid/cancel`.
 //! - The pipeline's `name` is `gate <correlation id>`, as a project whose
 //!   `workflow: name:` shows `PROMOTION_CORRELATION_ID` would have it.
+//! - `POST /api/v4/projects/:id/trigger/pipeline` with a pipeline trigger token
+//!   in the body (`token`, `ref`, `variables` as a hash) -> 201. A trigger
+//!   token cannot read; the read token (`read_api`) reads but cannot create or
+//!   cancel (403).
 //! - Pipeline pages (`GET /<project>/-/pipelines/:pid`) answer without a token.
+//! - The API is also served under `/gitlab`, as a self-hosted GitLab under a path prefix.
 
 use crate::callbacks::About;
+use crate::faults::{Faults, visible};
 use crate::journal::{Finished, Triggered};
 use crate::runtime::{Shared, header_str, json, page, rfc3339, same};
 use crate::script::Outcome;
@@ -23,7 +29,7 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 const PROVIDER: &str = "gitlab";
 const CORRELATION: &str = "PROMOTION_CORRELATION_ID";
@@ -31,10 +37,30 @@ const CORRELATION: &str = "PROMOTION_CORRELATION_ID";
 const DEFAULT_PER_PAGE: usize = 20;
 const MAX_PER_PAGE: usize = 100;
 
+/// What a token may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Scope {
+    /// `api`: everything.
+    Api,
+    /// `read_api`: reads only.
+    ReadApi,
+}
+
+/// The tokens the stand-in accepts.
+pub(crate) struct Tokens {
+    /// Scope `api`.
+    pub api: &'static str,
+    /// Scope `read_api`.
+    pub read: &'static str,
+    /// A pipeline trigger token.
+    pub trigger: &'static str,
+}
+
 pub(crate) struct GitLab {
     base: String,
-    token: String,
+    tokens: Tokens,
     shared: Shared,
+    faults: Faults,
     state: Mutex<Store>,
 }
 
@@ -62,6 +88,9 @@ struct Pipeline {
     status: &'static str,
     created: SystemTime,
     finished: Option<SystemTime>,
+    /// For the find lag of the fault layer.
+    born: Instant,
+    listings_skipped: usize,
 }
 
 fn message(status: StatusCode, text: &str) -> Response {
@@ -73,11 +102,12 @@ fn not_found() -> Response {
 }
 
 impl GitLab {
-    pub fn new(base: String, token: &str, shared: Shared) -> Arc<Self> {
+    pub fn new(base: String, tokens: Tokens, shared: Shared, faults: Faults) -> Arc<Self> {
         Arc::new(Self {
             base,
-            token: token.to_owned(),
+            tokens,
             shared,
+            faults,
             state: Mutex::new(Store {
                 next_id: 1000,
                 ..Store::default()
@@ -86,8 +116,18 @@ impl GitLab {
     }
 
     pub fn router(self: Arc<Self>) -> Router {
+        let api = Self::api();
+        Router::new()
+            .merge(api.clone())
+            .nest("/gitlab", api)
+            .fallback(web)
+            .with_state(self)
+    }
+
+    fn api() -> Router<Arc<Self>> {
         Router::new()
             .route("/api/v4/projects/{project}/pipeline", post(create))
+            .route("/api/v4/projects/{project}/trigger/pipeline", post(trigger))
             .route("/api/v4/projects/{project}/pipelines", get(list))
             .route("/api/v4/projects/{project}/pipelines/{id}", get(show))
             .route(
@@ -98,19 +138,35 @@ impl GitLab {
                 "/api/v4/projects/{project}/pipelines/{id}/cancel",
                 post(cancel),
             )
-            .fallback(web)
-            .with_state(self)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Store> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The 401 answer, unless the request carries the token.
-    fn denied(&self, headers: &HeaderMap) -> Option<Response> {
+    /// The token's scope; `None` for an unknown token.
+    fn scope(&self, headers: &HeaderMap) -> Option<Scope> {
         match header_str(headers, "private-token") {
-            Some(t) if same(&self.token, t) => None,
-            _ => Some(message(StatusCode::UNAUTHORIZED, "401 Unauthorized")),
+            Some(t) if same(self.tokens.api, t) => Some(Scope::Api),
+            Some(t) if same(self.tokens.read, t) => Some(Scope::ReadApi),
+            _ => None,
+        }
+    }
+
+    /// The 401 answer, unless the request carries a token that may read.
+    fn denied(&self, headers: &HeaderMap) -> Option<Response> {
+        match self.scope(headers) {
+            Some(_) => None,
+            None => Some(message(StatusCode::UNAUTHORIZED, "401 Unauthorized")),
+        }
+    }
+
+    /// The 401 or 403 answer, unless the request carries a token that may write.
+    fn denied_write(&self, headers: &HeaderMap) -> Option<Response> {
+        match self.scope(headers) {
+            Some(Scope::Api) => None,
+            Some(Scope::ReadApi) => Some(message(StatusCode::FORBIDDEN, "403 Forbidden")),
+            None => Some(message(StatusCode::UNAUTHORIZED, "401 Unauthorized")),
         }
     }
 
@@ -143,7 +199,7 @@ impl GitLab {
         Some(self.pipeline_json(p))
     }
 
-    async fn finish(self: Arc<Self>, id: u64, outcome: Outcome) {
+    pub(crate) async fn finish(self: Arc<Self>, id: u64, outcome: Outcome) {
         let payload = {
             let mut s = self.lock();
             let Some(p) = s.pipelines.get_mut(&id) else {
@@ -206,7 +262,7 @@ async fn create(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Some(denied) = gl.denied(&headers) {
+    if let Some(denied) = gl.denied_write(&headers) {
         return denied;
     }
     let Ok(body) = serde_json::from_slice::<Value>(&body) else {
@@ -215,10 +271,7 @@ async fn create(
             json!({"error": "body is not JSON"}),
         );
     };
-    let Some(git_ref) = body.get("ref").and_then(Value::as_str) else {
-        return json(StatusCode::BAD_REQUEST, json!({"error": "ref is missing"}));
-    };
-    // Inputs are not variables: they show only through the pipeline's name.
+    // The pipeline endpoint takes variables as a list of {key, value}.
     let variables: Vec<(String, String)> = body
         .get("variables")
         .and_then(Value::as_array)
@@ -233,6 +286,49 @@ async fn create(
                 .collect()
         })
         .unwrap_or_default();
+    start_pipeline(&gl, project, &body, variables)
+}
+
+/// `POST .../trigger/pipeline`: the trigger token in the body, variables as a hash.
+async fn trigger(
+    State(gl): State<Arc<GitLab>>,
+    Path(project): Path<String>,
+    body: Bytes,
+) -> Response {
+    let Ok(body) = serde_json::from_slice::<Value>(&body) else {
+        return json(
+            StatusCode::BAD_REQUEST,
+            json!({"error": "body is not JSON"}),
+        );
+    };
+    if !body
+        .get("token")
+        .and_then(Value::as_str)
+        .is_some_and(|t| same(gl.tokens.trigger, t))
+    {
+        return not_found();
+    }
+    let variables: Vec<(String, String)> = body
+        .get("variables")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                .collect()
+        })
+        .unwrap_or_default();
+    start_pipeline(&gl, project, &body, variables)
+}
+
+fn start_pipeline(
+    gl: &Arc<GitLab>,
+    project: String,
+    body: &Value,
+    variables: Vec<(String, String)>,
+) -> Response {
+    let Some(git_ref) = body.get("ref").and_then(Value::as_str) else {
+        return json(StatusCode::BAD_REQUEST, json!({"error": "ref is missing"}));
+    };
     let inputs: Vec<(String, String)> = body
         .get("inputs")
         .and_then(Value::as_object)
@@ -279,6 +375,8 @@ async fn create(
             status: "running",
             created,
             finished: None,
+            born: Instant::now(),
+            listings_skipped: 0,
         };
         let answer = gl.pipeline_json(&p);
         s.pipelines.insert(id, p);
@@ -319,16 +417,24 @@ async fn list(
         .max(1);
     let ascending = q.get("sort").map(String::as_str) == Some("asc");
     let git_ref = q.get("ref");
-    let s = gl.lock();
+    let lag = gl.faults.find_lag();
+    let mut s = gl.lock();
     let Some(p) = s.projects.get(&project) else {
         return json(StatusCode::OK, json!([]));
     };
-    let ids: Box<dyn Iterator<Item = &u64>> = if ascending {
-        Box::new(p.pipelines.iter())
-    } else {
-        Box::new(p.pipelines.iter().rev())
-    };
+    let mut ids = p.pipelines.clone();
+    if !ascending {
+        ids.reverse();
+    }
+    // Pipelines GitLab has not listed yet are left out.
+    ids.retain(|id| {
+        s.pipelines
+            .get_mut(id)
+            .is_some_and(|p| visible(lag, p.born, &mut p.listings_skipped))
+    });
+    let s = &*s;
     let out: Vec<Value> = ids
+        .iter()
         .filter_map(|id| s.pipelines.get(id))
         .filter(|p| git_ref.is_none_or(|r| *r == p.git_ref))
         .skip((page_no - 1) * per_page)
@@ -383,7 +489,7 @@ async fn cancel(
     Path((project, id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    if let Some(denied) = gl.denied(&headers) {
+    if let Some(denied) = gl.denied_write(&headers) {
         return denied;
     }
     let Ok(id) = id.parse::<u64>() else {

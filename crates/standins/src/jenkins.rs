@@ -12,8 +12,12 @@
 //! - `GET /job/.../api/json?tree=builds[...]{0,N}`: the newest builds with their
 //!   `queueId` and parameters, for `find`.
 //! - Build pages (`GET /job/.../N/`) answer without credentials, for the demo's links.
+//! - When told to ([`crate::StandIns::require_jenkins_crumb`]), a POST without a
+//!   crumb and its session cookie is refused with 403, and
+//!   `GET /crumbIssuer/api/json` issues one, as for a password login.
 
 use crate::callbacks::About;
+use crate::faults::{Faults, visible};
 use crate::journal::{Finished, Triggered};
 use crate::runtime::{Shared, header_str, page, same};
 use crate::script::Outcome;
@@ -25,8 +29,9 @@ use axum::response::{IntoResponse, Response};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 use serde_json::{Value, json};
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 const PROVIDER: &str = "jenkins";
 /// The parameter that carries the correlation id (the adapter's `CORRELATION_PARAMETER`).
@@ -39,12 +44,17 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'~');
 /// How many builds a job listing shows when the `tree` names no range.
 const DEFAULT_LISTING: usize = 100;
+/// The crumb the issuer hands out, and the session it is bound to.
+const CRUMB: &str = "standin0crumb";
+const SESSION: &str = "JSESSIONID.standin=node0session";
 
 pub(crate) struct Jenkins {
     base: String,
     /// The whole `Authorization` header value expected.
     authorization: String,
     shared: Shared,
+    faults: Faults,
+    require_crumb: AtomicBool,
     state: Mutex<Store>,
 }
 
@@ -86,6 +96,9 @@ struct Build {
     cancelled_in_queue: bool,
     result: Option<&'static str>,
     timestamp: SystemTime,
+    /// For the find lag of the fault layer.
+    born: Instant,
+    listings_skipped: usize,
 }
 
 impl Build {
@@ -98,6 +111,7 @@ impl Build {
 #[derive(Debug, PartialEq, Eq)]
 enum Route {
     QueueList,
+    Crumb,
     QueueItem(u64),
     QueueItemPage(u64),
     CancelItem,
@@ -116,6 +130,7 @@ fn parse(path: &str) -> Option<Route> {
         .collect();
     match segments.as_slice() {
         ["queue", "api", "json"] => return Some(Route::QueueList),
+        ["crumbIssuer", "api", "json"] => return Some(Route::Crumb),
         ["queue", "item", n, "api", "json"] => return n.parse().ok().map(Route::QueueItem),
         ["queue", "item", n] => return n.parse().ok().map(Route::QueueItemPage),
         ["queue", "cancelItem"] => return Some(Route::CancelItem),
@@ -188,13 +203,15 @@ fn millis(t: SystemTime) -> u64 {
 }
 
 impl Jenkins {
-    pub fn new(base: String, user: &str, token: &str, shared: Shared) -> Arc<Self> {
+    pub fn new(base: String, user: &str, token: &str, shared: Shared, faults: Faults) -> Arc<Self> {
         use base64::Engine as _;
         let basic = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{token}"));
         Arc::new(Self {
             base,
             authorization: format!("Basic {basic}"),
             shared,
+            faults,
+            require_crumb: AtomicBool::new(false),
             state: Mutex::new(Store {
                 next_queue_id: 1,
                 ..Store::default()
@@ -204,6 +221,44 @@ impl Jenkins {
 
     pub fn router(self: Arc<Self>) -> Router {
         Router::new().fallback(handle).with_state(self)
+    }
+
+    pub fn require_crumb(&self, required: bool) {
+        self.require_crumb.store(required, Ordering::SeqCst);
+    }
+
+    /// The 403 Jenkins answers a POST without a valid crumb and its session, when crumbs are required.
+    fn crumb_missing(&self, headers: &HeaderMap) -> Option<Response> {
+        if !self.require_crumb.load(Ordering::SeqCst) {
+            return None;
+        }
+        let crumb_ok = header_str(headers, "jenkins-crumb").is_some_and(|v| same(CRUMB, v));
+        let session_ok = header_str(headers, "cookie")
+            .is_some_and(|c| c.split(';').any(|kv| kv.trim() == SESSION));
+        if crumb_ok && session_ok {
+            None
+        } else {
+            Some(html(
+                StatusCode::FORBIDDEN,
+                "No valid crumb was included in the request",
+            ))
+        }
+    }
+
+    fn crumb(&self) -> Response {
+        if !self.require_crumb.load(Ordering::SeqCst) {
+            return not_found();
+        }
+        let mut resp = axum::Json(json!({
+            "_class": "hudson.security.csrf.DefaultCrumbIssuer",
+            "crumb": CRUMB,
+            "crumbRequestField": "Jenkins-Crumb",
+        }))
+        .into_response();
+        if let Ok(v) = HeaderValue::from_str(&format!("{SESSION}; Path=/; HttpOnly")) {
+            resp.headers_mut().insert(header::SET_COOKIE, v);
+        }
+        resp
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Store> {
@@ -265,6 +320,8 @@ impl Jenkins {
                 cancelled_in_queue: false,
                 result: None,
                 timestamp: at,
+                born: Instant::now(),
+                listings_skipped: 0,
             });
             s.items.insert(queue_id, (job.clone(), number));
             s.waiting.insert(queue_id);
@@ -288,7 +345,7 @@ impl Jenkins {
         )
     }
 
-    async fn finish(self: &Arc<Self>, job: &str, number: u64, outcome: Outcome) {
+    pub(crate) async fn finish(self: &Arc<Self>, job: &str, number: u64, outcome: Outcome) {
         let result = match outcome {
             Outcome::Pass => "SUCCESS",
             Outcome::Fail => "FAILURE",
@@ -377,10 +434,27 @@ impl Jenkins {
         axum::Json(body).into_response()
     }
 
+    /// Whether the build behind queue item or build `number` of `job` shows in
+    /// a listing yet (the fault layer's find lag).
+    fn listed(&self, s: &mut Store, job: &str, number: u64) -> bool {
+        let lag = self.faults.find_lag();
+        s.build_mut(job, number)
+            .is_some_and(|b| visible(lag, b.born, &mut b.listings_skipped))
+    }
+
     fn queue_list(&self) -> Response {
-        let s = self.lock();
-        let items: Vec<Value> = s
+        let mut s = self.lock();
+        let shown: Vec<u64> = s
             .waiting
+            .clone()
+            .into_iter()
+            .filter(|id| match s.items.get(id).cloned() {
+                Some((job, number)) => self.listed(&mut s, &job, number),
+                None => false,
+            })
+            .collect();
+        let s = &*s;
+        let items: Vec<Value> = shown
             .iter()
             .filter_map(|id| {
                 let (job, number) = s.items.get(id)?;
@@ -445,8 +519,8 @@ impl Jenkins {
                 range.split_once(',')?.1.trim().parse::<usize>().ok()
             })
             .unwrap_or(DEFAULT_LISTING);
-        let s = self.lock();
-        let builds: Vec<Value> = s
+        let mut s = self.lock();
+        let numbers: Vec<u64> = s
             .jobs
             .get(job)
             .map(|j| {
@@ -454,11 +528,20 @@ impl Jenkins {
                     .iter()
                     .rev()
                     .filter(|b| b.started)
-                    .take(limit)
-                    .map(|b| self.build_json(job, b))
+                    .map(|b| b.number)
                     .collect()
             })
             .unwrap_or_default();
+        let shown: Vec<u64> = numbers
+            .into_iter()
+            .filter(|n| self.listed(&mut s, job, *n))
+            .take(limit)
+            .collect();
+        let builds: Vec<Value> = shown
+            .iter()
+            .filter_map(|n| s.build(job, *n))
+            .map(|b| self.build_json(job, b))
+            .collect();
         axum::Json(json!({
             "_class": "org.jenkinsci.plugins.workflow.job.WorkflowJob",
             "name": job.rsplit('/').next().unwrap_or(job),
@@ -541,7 +624,13 @@ async fn handle(
         );
         return resp;
     }
+    if method == Method::POST
+        && let Some(denied) = jenkins.crumb_missing(&headers)
+    {
+        return denied;
+    }
     match (method, route) {
+        (Method::GET, Route::Crumb) => jenkins.crumb(),
         (Method::POST, Route::Trigger(job)) => jenkins.trigger(job, &uri, &body),
         (Method::GET, Route::QueueItem(n)) => jenkins.queue_item(n),
         (Method::GET, Route::QueueList) => jenkins.queue_list(),
@@ -576,7 +665,7 @@ mod tests {
             Some(Route::BuildPage("a/b".into(), 3))
         );
         assert_eq!(parse("/queue/item/12/api/json"), Some(Route::QueueItem(12)));
-        assert_eq!(parse("/crumbIssuer/api/json"), None);
+        assert_eq!(parse("/crumbIssuer/api/json"), Some(Route::Crumb));
         assert_eq!(parse("/job/a/nonsense/x"), None);
         assert_eq!(job_path("gate tests/x"), "job/gate%20tests/job/x/");
     }

@@ -138,6 +138,8 @@ struct State {
     triggers: Vec<Triggered>,
     finished: Vec<Finished>,
     labels: HashMap<PrKey, Vec<String>>,
+    /// Every label request, repeated ones included.
+    label_requests: Vec<LabelChange>,
     statuses: HashMap<String, Vec<CommitStatus>>,
     callbacks: Vec<CallbackDelivery>,
 }
@@ -212,6 +214,17 @@ impl Journal {
             .unwrap_or_default()
     }
 
+    /// Every request to add or remove a label of the pull request, in order,
+    /// repeated ones included (a second add of a label it has counts too).
+    pub fn label_requests(&self, owner: &str, repo: &str, number: u64) -> Vec<LabelChange> {
+        self.lock()
+            .label_requests
+            .iter()
+            .filter(|l| l.owner == owner && l.repo == repo && l.number == number)
+            .cloned()
+            .collect()
+    }
+
     /// The commit statuses posted on `sha`, in the order posted.
     pub fn statuses(&self, sha: &str) -> Vec<CommitStatus> {
         self.lock().statuses.get(sha).cloned().unwrap_or_default()
@@ -250,8 +263,19 @@ impl Journal {
         labels: &[String],
     ) -> Vec<String> {
         let mut added = Vec::new();
+        let at = SystemTime::now();
         let now = {
             let mut s = self.lock();
+            for label in labels {
+                s.label_requests.push(LabelChange {
+                    owner: owner.to_owned(),
+                    repo: repo.to_owned(),
+                    number,
+                    label: label.clone(),
+                    added: true,
+                    at,
+                });
+            }
             let set = s
                 .labels
                 .entry((owner.to_owned(), repo.to_owned(), number))
@@ -265,7 +289,6 @@ impl Journal {
             }
             set.clone()
         };
-        let at = SystemTime::now();
         for label in added {
             self.publish(JournalEntry::Label(LabelChange {
                 owner: owner.to_owned(),
@@ -289,6 +312,14 @@ impl Journal {
     ) -> Option<Vec<String>> {
         let now = {
             let mut s = self.lock();
+            s.label_requests.push(LabelChange {
+                owner: owner.to_owned(),
+                repo: repo.to_owned(),
+                number,
+                label: label.to_owned(),
+                added: false,
+                at: SystemTime::now(),
+            });
             let set = s
                 .labels
                 .get_mut(&(owner.to_owned(), repo.to_owned(), number))?;
@@ -339,6 +370,22 @@ mod tests {
             Some(vec!["a".to_string()])
         );
         assert_eq!(j.labels("acme", "shop", 1), ["a"]);
+        // Repeats and misses are requests all the same.
+        let requests: Vec<(String, bool)> = j
+            .label_requests("acme", "shop", 1)
+            .into_iter()
+            .map(|l| (l.label, l.added))
+            .collect();
+        assert_eq!(
+            requests,
+            [
+                ("b".into(), true),
+                ("a".into(), true),
+                ("B".into(), true),
+                ("x".into(), false),
+                ("b".into(), false)
+            ]
+        );
         assert!(j.labels("acme", "shop", 2).is_empty());
         let mut seen = Vec::new();
         while let Ok(JournalEntry::Label(l)) = feed.try_recv() {

@@ -1,8 +1,8 @@
 //! In-process stand-ins for the outside world of promotion-controller: Jenkins,
 //! GitHub Actions and GitLab CI servers that answer the REST calls the real
 //! adapters make and pass or fail as a [`CiScript`] says; a GitHub API that keeps
-//! labels and commit statuses; and an Argo CD stand-in ([`argo`]) that syncs
-//! Applications on a real kube-apiserver.
+//! labels, commit statuses and pull requests; and an Argo CD stand-in ([`argo`])
+//! that syncs Applications on a real kube-apiserver.
 //!
 //! Used by the end-to-end tests, `cargo xtask demo` (the real binary against these
 //! servers) and `cargo xtask bench` (thousands of trackers), so every request is
@@ -13,6 +13,7 @@
 
 pub mod argo;
 mod callbacks;
+mod faults;
 mod github;
 mod gitlab;
 mod jenkins;
@@ -21,6 +22,8 @@ mod pulls;
 mod runtime;
 mod script;
 
+pub use faults::{Call, Fault, Faults, FindLag, Reply};
+pub use github::DispatchMode;
 pub use journal::{
     CallbackDelivery, CommitStatus, Finished, Journal, JournalEntry, LabelChange, PostedStatus,
     Triggered,
@@ -30,6 +33,7 @@ pub use script::{CiScript, Outcome};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// The Secret of the Jenkins connection (`username`, `token`).
 pub const JENKINS_SECRET: &str = "jenkins-credentials";
@@ -37,8 +41,24 @@ pub const JENKINS_SECRET: &str = "jenkins-credentials";
 pub const GITHUB_ACTIONS_SECRET: &str = "github-actions-credentials";
 /// The Secret of the GitLab connection (`token`).
 pub const GITLAB_SECRET: &str = "gitlab-credentials";
+/// A Secret for a GitLab connection with a pipeline trigger token and a read
+/// token (`trigger-token`, `read-token`), which the GitLab stand-in accepts as well.
+pub const GITLAB_TRIGGER_SECRET: &str = "gitlab-trigger-credentials";
+/// A Secret with only a `read_api` token (`token`): it reads but cannot start or cancel.
+pub const GITLAB_READ_SECRET: &str = "gitlab-read-credentials";
 /// The Secret of the GitHub connection (`token`).
 pub const GITHUB_SECRET: &str = "github-credentials";
+/// A Secret for a GitHub connection as a GitHub App (`app-id`, `installation-id`,
+/// `private-key`), which the GitHub stand-in accepts as well.
+pub const GITHUB_APP_SECRET: &str = "github-app-credentials";
+/// The GitHub App the stand-in knows.
+pub const GITHUB_APP_ID: &str = "4242";
+/// The installation of that App.
+pub const GITHUB_APP_INSTALLATION: u64 = 77;
+/// The App's private key: a throw-away test key (see `data/README.md`).
+pub const GITHUB_APP_PRIVATE_KEY: &str = include_str!("../data/app-key.pem");
+/// The App's public key, with which the stand-in checks the App's JWTs.
+pub const GITHUB_APP_PUBLIC_KEY: &[u8] = include_bytes!("../data/app-key.pub.pem");
 /// The repository bare workflow file names (`contract.yml`) refer to in [`StandIns::connections_yaml`].
 pub const DEFAULT_REPOSITORY: &str = "acme/shop";
 
@@ -47,6 +67,8 @@ const JENKINS_USER: &str = "promotion-bot";
 /// Credentials the stand-ins accept; fixed, since the servers only listen on 127.0.0.1.
 const JENKINS_TOKEN: &str = "11standin0jenkins0api0token";
 const GITLAB_TOKEN: &str = "glpat-standin-access-token";
+const GITLAB_READ_TOKEN: &str = "glpat-standin-read-token";
+const GITLAB_TRIGGER_TOKEN: &str = "glptt-standin-trigger-token";
 const GITHUB_TOKEN: &str = "ghp_standinGitHubToken0000000000000000";
 
 /// Where completed runs are announced (the controller's webhook receiver); None = polling only.
@@ -90,6 +112,15 @@ pub struct StandIns {
     pub journal: Journal,
     /// The GitHub stand-in's pull requests, opened, pushed to and closed by the test.
     pub pull_requests: PullRequests,
+    /// The Jenkins stand-in's fault layer and calls.
+    pub jenkins: Faults,
+    /// The GitLab stand-in's fault layer and calls.
+    pub gitlab: Faults,
+    /// The GitHub stand-in's fault layer and calls.
+    pub github: Faults,
+    jenkins_server: Arc<jenkins::Jenkins>,
+    gitlab_server: Arc<gitlab::GitLab>,
+    github_server: Arc<github::GitHub>,
     stop: tokio::sync::watch::Sender<bool>,
     servers: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -132,24 +163,60 @@ impl StandIns {
         let (jenkins_listener, jenkins_url) = runtime::bind().await?;
         let (gitlab_listener, gitlab_url) = runtime::bind().await?;
         let (github_listener, github_url) = runtime::bind().await?;
+        let (jenkins_faults, gitlab_faults, github_faults) =
+            (Faults::default(), Faults::default(), Faults::default());
         let jenkins = jenkins::Jenkins::new(
             jenkins_url.clone(),
             JENKINS_USER,
             JENKINS_TOKEN,
             shared.clone(),
+            jenkins_faults.clone(),
         );
-        let gitlab = gitlab::GitLab::new(gitlab_url.clone(), GITLAB_TOKEN, shared.clone());
+        let gitlab = gitlab::GitLab::new(
+            gitlab_url.clone(),
+            gitlab::Tokens {
+                api: GITLAB_TOKEN,
+                read: GITLAB_READ_TOKEN,
+                trigger: GITLAB_TRIGGER_TOKEN,
+            },
+            shared.clone(),
+            gitlab_faults.clone(),
+        );
         let pull_requests = PullRequests::new(journal.clone());
         let github = github::GitHub::new(
             github_url.clone(),
             GITHUB_TOKEN,
+            github::App {
+                id: GITHUB_APP_ID.to_owned(),
+                installation_id: GITHUB_APP_INSTALLATION,
+                public_key: GITHUB_APP_PUBLIC_KEY,
+            },
             shared,
+            github_faults.clone(),
             pull_requests.clone(),
         );
+        let behind = |router: axum::Router, faults: &Faults| {
+            router.layer(axum::middleware::from_fn_with_state(
+                faults.clone(),
+                faults::layer,
+            ))
+        };
         let servers = vec![
-            runtime::serve(jenkins_listener, jenkins.router(), stop_rx.clone()),
-            runtime::serve(gitlab_listener, gitlab.router(), stop_rx.clone()),
-            runtime::serve(github_listener, github.router(), stop_rx),
+            runtime::serve(
+                jenkins_listener,
+                behind(jenkins.clone().router(), &jenkins_faults),
+                stop_rx.clone(),
+            ),
+            runtime::serve(
+                gitlab_listener,
+                behind(gitlab.clone().router(), &gitlab_faults),
+                stop_rx.clone(),
+            ),
+            runtime::serve(
+                github_listener,
+                behind(github.clone().router(), &github_faults),
+                stop_rx,
+            ),
         ];
         tracing::debug!(%jenkins_url, %gitlab_url, %github_url, "stand-ins started");
         Ok(Self {
@@ -158,9 +225,69 @@ impl StandIns {
             github_url,
             journal,
             pull_requests,
+            jenkins: jenkins_faults,
+            gitlab: gitlab_faults,
+            github: github_faults,
+            jenkins_server: jenkins,
+            gitlab_server: gitlab,
+            github_server: github,
             stop,
             servers,
         })
+    }
+
+    /// Ends `run` now with `outcome` (announcing it like any run), whatever the
+    /// script said; a run already final stays as it is.
+    pub async fn finish(&self, run: &Triggered, outcome: Outcome) {
+        match run.provider {
+            "jenkins" => {
+                if let Some(number) = run
+                    .run_id
+                    .strip_prefix("build:")
+                    .and_then(|n| n.parse().ok())
+                {
+                    self.jenkins_server.finish(&run.job, number, outcome).await;
+                }
+            }
+            "gitlab" => {
+                if let Ok(id) = run.run_id.parse() {
+                    self.gitlab_server.clone().finish(id, outcome).await;
+                }
+            }
+            _ => {
+                if let Ok(id) = run.run_id.parse() {
+                    self.github_server.clone().finish(id, outcome).await;
+                }
+            }
+        }
+    }
+
+    /// Makes the Jenkins stand-in refuse a POST without a CSRF crumb (and the
+    /// session cookie it is bound to), as Jenkins does for a password login;
+    /// off by default, as for API tokens.
+    pub fn require_jenkins_crumb(&self, required: bool) {
+        self.jenkins_server.require_crumb(required);
+    }
+
+    /// Sets how the GitHub stand-in answers a workflow dispatch.
+    pub fn set_github_dispatch(&self, mode: DispatchMode) {
+        self.github_server.set_dispatch_mode(mode);
+    }
+
+    /// How long the installation tokens the GitHub stand-in issues from now on live.
+    pub fn set_github_token_lifetimes(&self, next: &[Duration], then: Duration) {
+        self.github_server.set_token_lifetimes(next, then);
+    }
+
+    /// The installation tokens the GitHub stand-in issued, in order.
+    pub fn github_installation_tokens(&self) -> Vec<String> {
+        self.github_server.issued_tokens()
+    }
+
+    /// Makes the GitHub stand-in refuse an installation token it issued, as when
+    /// the App is uninstalled or the token revoked.
+    pub fn revoke_github_token(&self, token: &str) {
+        self.github_server.revoke(token);
     }
 
     /// The controller's connections file (YAML for `FileConfig`): connections
@@ -212,7 +339,26 @@ impl StandIns {
                 data(&[("token", GITHUB_TOKEN)]),
             ),
             (GITLAB_SECRET.to_owned(), data(&[("token", GITLAB_TOKEN)])),
+            (
+                GITLAB_TRIGGER_SECRET.to_owned(),
+                data(&[
+                    ("trigger-token", GITLAB_TRIGGER_TOKEN),
+                    ("read-token", GITLAB_READ_TOKEN),
+                ]),
+            ),
+            (
+                GITLAB_READ_SECRET.to_owned(),
+                data(&[("token", GITLAB_READ_TOKEN)]),
+            ),
             (GITHUB_SECRET.to_owned(), data(&[("token", GITHUB_TOKEN)])),
+            (
+                GITHUB_APP_SECRET.to_owned(),
+                data(&[
+                    ("app-id", GITHUB_APP_ID),
+                    ("installation-id", &GITHUB_APP_INSTALLATION.to_string()),
+                    ("private-key", GITHUB_APP_PRIVATE_KEY),
+                ]),
+            ),
         ]
     }
 }

@@ -5,15 +5,14 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use hmac::{Hmac, Mac};
 use promotion_adapters::{
-    Connection, ConnectionConfig, ConnectionKind, Credentials, GitLabRunner, JenkinsRunner,
-    SecretRef,
+    Connection, ConnectionConfig, ConnectionKind, Credentials, GitHubActionsRunner, GitHubApi,
+    GitHubConnection, GitHubCredentials, GitLabRunner, JenkinsRunner, SecretRef, SecretString,
 };
 use promotion_api::Provider;
 use promotion_core::ports::{
     CommitState, CommitStatus, ErrorKind, GitHubClient, PullRequestRef, RunHandle, RunRef,
     RunState, TestRunner, TriggerRequest,
 };
-use promotion_github::{GitHubActionsRunner, GitHubApi, GitHubConfig, GitHubConnection};
 use promotion_standins::{
     Callbacks, CiScript, JournalEntry, Outcome, StandInConfig, StandIns, Triggered,
 };
@@ -60,16 +59,21 @@ fn ci_connection(s: &StandIns, kind: ConnectionKind, secret: &str) -> Connection
 }
 
 fn github_connection(s: &StandIns, secret: &str) -> GitHubConnection {
-    let credentials = promotion_github::Credentials::from_secret_data(
-        "github",
-        "test/x",
-        &secret_data(s, secret),
-    )
-    .expect("credentials");
-    let config = GitHubConfig::new("github", &s.github_url, credentials)
-        .expect("config")
-        .with_repository("acme/shop".parse().expect("repository"));
-    GitHubConnection::new(&config).expect("connection")
+    let secret_ref = SecretRef {
+        namespace: "test".into(),
+        name: secret.into(),
+    };
+    let kind = ConnectionKind::GithubActions;
+    let credentials =
+        Credentials::from_secret("github", kind, &secret_ref, &secret_data(s, secret))
+            .expect("credentials");
+    let mut config = ConnectionConfig::new("github", kind, &s.github_url).expect("config");
+    config.github.repository = Some("acme/shop".parse().expect("repository"));
+    GitHubConnection::new(&Connection {
+        config,
+        credentials,
+    })
+    .expect("connection")
 }
 
 fn request(provider: Provider, job: &str, git_ref: Option<&str>, id: &str) -> TriggerRequest {
@@ -376,14 +380,11 @@ async fn github_answers_the_actions_runner_and_the_github_client() {
         ]
     );
 
-    let wrong = GitHubConnection::new(
-        &GitHubConfig::new(
-            "github",
-            &s.github_url,
-            promotion_github::Credentials::Token(promotion_github::SecretString::new("ghp_wrong")),
-        )
-        .expect("config"),
-    )
+    let wrong = GitHubConnection::new(&Connection {
+        config: ConnectionConfig::new("github", ConnectionKind::Github, &s.github_url)
+            .expect("config"),
+        credentials: Credentials::Github(GitHubCredentials::Token(SecretString::new("ghp_wrong"))),
+    })
     .expect("connection");
     let err = GitHubApi::new(wrong)
         .add_label(&pr, "x")

@@ -5,8 +5,8 @@
 //! `GET /repos/{owner}/{repo}/pulls?state=open&per_page=100`, following the `Link`
 //! header's `rel="next"` page by page.
 
-use crate::connection::GitHubConnection;
-use crate::http::{Answer, Call, Effect, retry_read};
+use super::connection::{Call, GitHubConnection};
+use crate::http::{Answer, Effect, retry_read};
 use async_trait::async_trait;
 use promotion_core::ports::{PortError, PullRequestReader, PullRequestRef, PullRequestState};
 use reqwest::header::LINK;
@@ -99,6 +99,11 @@ impl PullJson {
     }
 }
 
+/// `connection NAME: METHOD /path`, the start of a message about `answer`.
+fn what(answer: &Answer) -> String {
+    format!("{}: {}", answer.connection, answer.call)
+}
+
 /// The `page` of the `rel="next"` link, if there is one.
 fn next_page(answer: &Answer) -> Option<u32> {
     let link = answer.headers.get(LINK)?.to_str().ok()?;
@@ -136,7 +141,7 @@ impl PullRequestReader for GitHubPullRequests {
         }
         answer
             .json::<PullJson>()?
-            .into_state(&answer.what)
+            .into_state(&what(&answer))
             .map(Some)
     }
 
@@ -156,8 +161,9 @@ impl PullRequestReader for GitHubPullRequests {
             if answer.status == StatusCode::NOT_FOUND {
                 return Err(answer.error());
             }
+            let context = what(&answer);
             for pr in answer.json::<Vec<PullJson>>()? {
-                all.push(pr.into_state(&answer.what)?);
+                all.push(pr.into_state(&context)?);
             }
             match next_page(&answer) {
                 // A next page that does not move forward would loop forever.
@@ -176,6 +182,7 @@ impl PullRequestReader for GitHubPullRequests {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::{RateLimits, Service};
     use reqwest::header::{HeaderMap, HeaderValue};
 
     fn answer_with_link(link: &str) -> Answer {
@@ -185,8 +192,14 @@ mod tests {
             status: StatusCode::OK,
             headers,
             body: Vec::new(),
-            what: "connection gh: GET /x".into(),
+            connection: "connection gh".into(),
+            call: "GET /x".into(),
             effect: Effect::Read,
+            service: Service {
+                rate_limits: RateLimits::GitHub,
+                auth_hint: "check the token",
+                json_message: true,
+            },
         }
     }
 

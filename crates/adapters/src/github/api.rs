@@ -1,7 +1,7 @@
 //! GitHub itself as a [`GitHubClient`]: labels on pull requests and commit statuses.
 
-use crate::connection::GitHubConnection;
-use crate::http::{Call, Effect};
+use super::connection::{Call, GitHubConnection};
+use crate::http::Effect;
 use async_trait::async_trait;
 use promotion_core::ports::{CommitState, CommitStatus, GitHubClient, PortError, PullRequestRef};
 use reqwest::{Method, StatusCode};

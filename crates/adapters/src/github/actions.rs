@@ -26,9 +26,9 @@
 //! a gate whose tests did not pass must never promote. Any status or conclusion
 //! this crate does not know stays Running until the engine's timeout.
 
-use crate::config::Repository;
-use crate::connection::GitHubConnection;
-use crate::http::{Answer, Call, Effect};
+use super::config::Repository;
+use super::connection::{Call, GitHubConnection};
+use crate::http::{Answer, Effect};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use promotion_core::ports::{
@@ -384,11 +384,11 @@ impl GitHubActionsRunner {
         correlation_id: &str,
         since: DateTime<Utc>,
     ) -> Result<RunHandle, PortError> {
-        let settings = connection.settings();
+        let (attempts, interval) = connection.find_attempts();
         let mut last_error = None;
-        for attempt in 0..settings.find_attempts.max(1) {
+        for attempt in 0..attempts.max(1) {
             if attempt > 0 {
-                tokio::time::sleep(settings.find_interval).await;
+                tokio::time::sleep(interval).await;
             }
             match Self::search(connection, workflow, correlation_id, Some(since), 1).await {
                 Ok(Some(handle)) => return Ok(handle),
@@ -403,7 +403,7 @@ impl GitHubActionsRunner {
             connection.name(),
             workflow.file,
             correlation_id,
-            settings.find_attempts.max(1),
+            attempts.max(1),
             last_error
                 .map(|e| format!(" (last error: {e})"))
                 .unwrap_or_default()

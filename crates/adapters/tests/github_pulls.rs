@@ -5,46 +5,45 @@
 //! paged with a `Link` header as GitHub's pagination guide describes
 //! (docs.github.com/rest/using-the-rest-api/using-pagination-in-the-rest-api).
 
-use promotion_core::ports::{ErrorKind, PullRequestReader, PullRequestRef};
-use promotion_github::{
-    Credentials, GitHubConfig, GitHubConnection, GitHubPullRequests, SecretString,
+mod support;
+
+use promotion_adapters::{
+    Connection, ConnectionKind, Credentials, GitHubConnection, GitHubCredentials,
+    GitHubPullRequests, SecretString,
 };
-use promotion_standins::{CiScript, GITHUB_SECRET, StandInConfig, StandIns};
-use std::time::Duration;
+use promotion_core::ports::{ErrorKind, PullRequestReader, PullRequestRef};
+use promotion_standins::{GITHUB_SECRET, StandIns};
+use support::standins;
 
 const REPO: &str = "acme/shop";
 const SHA1: &str = "6dcb09b5b57875f334f61aebed695e2e4193db5e";
 const SHA2: &str = "e5bd3914e2e596debea16f433f57875b5b90bcd6";
 
-async fn standins() -> StandIns {
-    StandIns::start(StandInConfig {
-        script: CiScript::new(Duration::from_secs(1)),
-        callbacks: None,
-    })
-    .await
-    .expect("stand-ins")
+fn connection(standins: &StandIns) -> Connection {
+    let mut c = support::connection(
+        standins,
+        "github",
+        ConnectionKind::Github,
+        &standins.github_url,
+        GITHUB_SECRET,
+    );
+    // Keep failing reads quick: retries are the HTTP kernel's own tests.
+    c.config.http.read_retries = 0;
+    c
 }
 
-fn reader_with(standins: &StandIns, token: &str) -> GitHubPullRequests {
-    let mut config = GitHubConfig::new(
-        "github",
-        &standins.github_url,
-        Credentials::Token(SecretString::new(token)),
-    )
-    .expect("config");
-    // Keep failing reads quick: retries are the http module's own tests.
-    config.http.read_retries = 0;
-    GitHubPullRequests::new(GitHubConnection::new(&config).expect("connection"))
+fn reader_of(c: &Connection) -> GitHubPullRequests {
+    GitHubPullRequests::new(GitHubConnection::new(c).expect("connection"))
 }
 
 fn reader(standins: &StandIns) -> GitHubPullRequests {
-    let token = standins
-        .secrets()
-        .into_iter()
-        .find(|(name, _)| name == GITHUB_SECRET)
-        .and_then(|(_, data)| data.get("token").cloned())
-        .expect("the github Secret");
-    reader_with(standins, &token)
+    reader_of(&connection(standins))
+}
+
+fn reader_with(standins: &StandIns, token: &str) -> GitHubPullRequests {
+    let mut c = connection(standins);
+    c.credentials = Credentials::Github(GitHubCredentials::Token(SecretString::new(token)));
+    reader_of(&c)
 }
 
 fn pr(number: u64) -> PullRequestRef {

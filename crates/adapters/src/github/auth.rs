@@ -1,8 +1,9 @@
 //! Who we are to GitHub: a token as it is, or a GitHub App whose RS256 JWT is
 //! exchanged for an installation token, cached until shortly before it expires.
 
-use crate::config::{AppCredentials, Credentials, SecretString};
-use crate::http::{Call, Effect, Http, retry_read};
+use super::config::{AppCredentials, GitHubCredentials};
+use crate::connections::SecretString;
+use crate::http::{self, Effect, HttpClient, Request as Call};
 use chrono::{DateTime, Utc};
 use jsonwebtoken::{Algorithm, Header};
 use promotion_core::ports::PortError;
@@ -52,10 +53,10 @@ struct Claims<'a> {
 
 impl Auth {
     /// The authentication of `credentials`.
-    pub fn new(credentials: &Credentials) -> Self {
+    pub fn new(credentials: &GitHubCredentials) -> Self {
         match credentials {
-            Credentials::Token(t) => Self::Token(t.clone()),
-            Credentials::App(app) => Self::App {
+            GitHubCredentials::Token(t) => Self::Token(t.clone()),
+            GitHubCredentials::App(app) => Self::App {
                 app: app.clone(),
                 cached: Mutex::new(None),
             },
@@ -63,7 +64,7 @@ impl Auth {
     }
 
     /// The token to send now; for an App, the cached installation token or a fresh one.
-    pub async fn bearer(&self, http: &Http) -> Result<SecretString, PortError> {
+    pub async fn bearer(&self, http: &HttpClient) -> Result<SecretString, PortError> {
         let (app, cached) = match self {
             Self::Token(t) => return Ok(t.clone()),
             Self::App { app, cached } => (app, cached),
@@ -113,17 +114,17 @@ fn app_jwt(app: &AppCredentials, connection: &str) -> Result<SecretString, PortE
 }
 
 /// `POST /app/installations/{id}/access_tokens`; safe to repeat, so retried as a read.
-async fn exchange(app: &AppCredentials, http: &Http) -> Result<InstallationToken, PortError> {
+async fn exchange(app: &AppCredentials, http: &HttpClient) -> Result<InstallationToken, PortError> {
     let installation = app.installation_id.to_string();
     let call = Call::new(
         Method::POST,
         Effect::Read,
         &["app", "installations", &installation, "access_tokens"],
     );
-    retry_read(http.settings(), || async {
+    http::retry_read(http.settings(), || async {
         let jwt = app_jwt(app, http.connection())?;
         let answer = http
-            .send(&call, Some(&jwt))
+            .exchange(&call.clone().auth(http::Auth::Bearer(jwt)))
             .await?
             .success()
             .map_err(|mut e| {
