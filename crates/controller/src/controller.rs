@@ -19,7 +19,6 @@ use promotion_core::conditions::{self, types};
 use promotion_core::engine::{Engine, EngineConfig, EngineError, Ports};
 use promotion_core::policy_cache::PolicyCache;
 use promotion_core::ports::{StoreError, TrackerDirectory};
-use promotion_core::records::is_final;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
