@@ -78,7 +78,14 @@ pub fn run(root: &Path, client_kubeconfig: &Path) -> Result<()> {
             CONTROLLER_NAMESPACE,
             &log,
             webhook,
-            &["--poll-interval".into(), "5s".into()],
+            // Only the demo's namespace: on a shared control plane (the test suite) other
+            // namespaces' trackers would otherwise queue for the same Applications.
+            &[
+                "--poll-interval".into(),
+                "5s".into(),
+                "--namespace".into(),
+                NAMESPACE.into(),
+            ],
         )?;
         let ready = controller.wait_ready(Duration::from_secs(60)).await?;
         println!(

@@ -1120,7 +1120,8 @@ config:
     let policy: promotion_api::PromotionPolicy = serde_json::from_value(json!({
         "apiVersion": "promotion.io/v1alpha1", "kind": "PromotionPolicy",
         "metadata": {"name": "dev-to-staging"},
-        "spec": {"sourceEnvironment": "dev", "targetEnvironment": "staging",
+        // No CI connection here: the hop is ungated, which a policy must say outright.
+        "spec": {"sourceEnvironment": "dev", "targetEnvironment": "staging", "allowUngated": true,
                  "promotion": {"application": {"namespace": argocd, "name": "shop-staging"}}}
     }))
     .expect("a policy");

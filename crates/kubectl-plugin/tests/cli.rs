@@ -64,7 +64,7 @@ async fn three_prs(env: &Env) {
     queued["policy"] = json!({"name": "dev-to-staging"});
     queued["testRuns"] = json!([run("smoke", "Passed", JOB_URL)]);
     queued["queue"] = json!({"environment": "staging", "position": 1,
-        "application": {"cluster": "in-cluster", "namespace": "argocd", "name": "shop-staging"},
+        "application": {"cluster": "in-cluster", "namespace": ns, "name": "shop-staging"},
         "holder": format!("{ns}/shop-pr-43"), "since": "2026-11-29T11:05:00Z"});
     env.set_status("shop-pr-44", queued).await;
 }
@@ -492,8 +492,10 @@ async fn watch_redraws_when_a_tracker_moves() {
     };
     until("Testing").await;
     let mut queued = status("dev", "Queued", SHA_42, "");
+    // The test's own namespace: a real controller on the shared control plane must not
+    // see these made-up waiters in the line for a real Application.
     queued["queue"] = json!({"environment": "staging", "position": 2,
-        "application": {"cluster": "in-cluster", "namespace": "argocd", "name": "shop-staging"},
+        "application": {"cluster": "in-cluster", "namespace": env.ns(), "name": "shop-staging"},
         "since": "2026-11-29T11:05:00Z"});
     env.set_status("shop-pr-46", queued).await;
     let line = until("Queued").await;

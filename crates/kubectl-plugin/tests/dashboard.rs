@@ -78,7 +78,7 @@ async fn the_card_moves_to_the_next_column_live_when_the_tracker_moves() {
 
     let mut queued = status("staging", "Queued", SHA_42, "prod is held by another PR");
     queued["queue"] = json!({"environment": "prod", "position": 1,
-        "application": {"cluster": "in-cluster", "namespace": "argocd", "name": "shop-prod"},
+        "application": {"cluster": "in-cluster", "namespace": env.ns(), "name": "shop-prod"},
         "holder": format!("{}/shop-pr-49", env.ns()), "since": "2026-11-29T11:05:00Z"});
     queued["promotions"] = json!([record(
         "dev",
