@@ -1073,6 +1073,31 @@ async fn the_binary_promotes_with_exactly_the_charts_rights() {
         .await
         .expect("installing the Application CRD");
 
+    // The PR's truth is read from GitHub (a stand-in here), through a github
+    // connection whose token the controller reads from a Secret with the chart's rights.
+    let github = promotion_standins::StandIns::start(promotion_standins::StandInConfig {
+        script: promotion_standins::CiScript::new(Duration::from_secs(1)),
+        callbacks: None,
+    })
+    .await
+    .expect("the GitHub stand-in");
+    github.pull_requests.open("acme/shop", 42, SHA);
+    let token = github
+        .secrets()
+        .into_iter()
+        .find(|(name, _)| name == promotion_standins::GITHUB_SECRET)
+        .and_then(|(_, data)| data.get("token").cloned())
+        .expect("the stand-in's GitHub token");
+    let github_secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "github-bot"},
+        "stringData": {"token": token}
+    }))
+    .expect("a Secret");
+    Api::<Secret>::namespaced(client.clone(), &ctx.namespace)
+        .create(&PostParams::default(), &github_secret)
+        .await
+        .expect("creating the GitHub Secret");
+
     // The chart as a team would install it: watching its namespace, with a repository.
     let release = unique(&ctx.namespace, "pc");
     let overrides = yaml(&format!(
@@ -1082,10 +1107,13 @@ watchNamespace: {team}
 pollInterval: 300ms
 logFormat: text
 config:
+  connections:
+    - {{name: github, kind: github, url: "{github_url}", default: true, secretRef: {{name: github-bot}}}}
   repositories:
     - {{owner: acme, name: shop, namespace: {team}, environment: dev,
        application: {{namespace: {argocd}, name: "shop-pr-${{PR_NUMBER}}"}}}}
-"#
+"#,
+        github_url = github.github_url
     ));
     // Installed by helm, every object for real; the pod is this test's child process.
     let values = merged(
@@ -1221,6 +1249,7 @@ config:
         .await
         .expect("narrowing the ClusterRole");
     create_app(&apps, "shop-pr-43", SHA2, &team).await;
+    github.pull_requests.open("acme/shop", 43, SHA2);
     let (code, body) = deliver_pr(&c, 43, SHA2, "2026-11-25T11:00:00Z").await;
     assert_eq!(code, 202, "the webhook accepts the PR: {body}");
     let blocked = wait_until("the forbidden promotion to show", &mut c, async || {
@@ -1229,8 +1258,10 @@ config:
         text.contains("403 Forbidden").then_some(text)
     })
     .await;
+    // Taking the environment's hold (an annotation patch) is the first write to the
+    // Application, so that is where the missing right shows.
     assert!(
-        blocked.contains("PromotionBlocked") && blocked.contains("shop-staging"),
+        blocked.contains("cannot take the target environment") && blocked.contains("shop-staging"),
         "the tracker names the refused promotion: {blocked}"
     );
     let staging = apps.get("shop-staging").await.expect("staging");
