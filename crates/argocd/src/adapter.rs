@@ -111,7 +111,11 @@ impl KubeArgoCd {
         };
         let what = format!("writing the hold of {}", describe(app));
         Ok(self
-            .timed(app, &what, api.patch(&app.name, &params, &Patch::Merge(body)))
+            .timed(
+                app,
+                &what,
+                api.patch(&app.name, &params, &Patch::Merge(body)),
+            )
             .await?
             .map(drop))
     }

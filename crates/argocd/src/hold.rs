@@ -77,7 +77,10 @@ mod tests {
             panic!("expected a write");
         };
         assert_eq!(patch["metadata"]["resourceVersion"], "7");
-        assert_eq!(patch["metadata"]["annotations"][HELD_BY_ANNOTATION], "ns/a/1");
+        assert_eq!(
+            patch["metadata"]["annotations"][HELD_BY_ANNOTATION],
+            "ns/a/1"
+        );
     }
 
     #[test]

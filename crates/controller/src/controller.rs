@@ -8,8 +8,8 @@ use futures::StreamExt;
 use futures::channel::mpsc::UnboundedReceiver;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::finalizer::{self, Event as Finalizer};
 use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::finalizer::{self, Event as Finalizer};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Predicate, WatchStreamExt, predicates, watcher};
 use kube::{Client, Resource, ResourceExt};
@@ -245,11 +245,9 @@ pub async fn run(
         })
     };
     let ctx = Arc::new(Context {
-        engine: Engine::new(ports, config.engine.clone())
-            .with_directory(Arc::new(ReflectorDirectory(
-                reader.clone(),
-                config.namespace.clone(),
-            ))),
+        engine: Engine::new(ports, config.engine.clone()).with_directory(Arc::new(
+            ReflectorDirectory(reader.clone(), config.namespace.clone()),
+        )),
         policies: cache,
         client: client.clone(),
         recorder: Recorder::new(

@@ -186,7 +186,9 @@ pub async fn holder(client: Client, namespace: &str, name: &str, identity: &str)
         .map_or(LEASE_SECONDS, |d| u64::try_from(d).unwrap_or(0));
     let fresh = spec.renew_time.is_some_and(|t| {
         let age = k8s_openapi::jiff::Timestamp::now().duration_since(t.0);
-        age < k8s_openapi::jiff::SignedDuration::from_secs(i64::try_from(seconds).unwrap_or(i64::MAX))
+        age < k8s_openapi::jiff::SignedDuration::from_secs(
+            i64::try_from(seconds).unwrap_or(i64::MAX),
+        )
     });
     match (fresh, who == identity) {
         (false, _) => Holder::Nobody,

@@ -3,23 +3,23 @@
 
 use anyhow::Context as _;
 use clap::Parser;
-use kube::Client;
-use promotion_controller::config::{Args, FileConfig};
-use promotion_controller::controller::{self, ControllerConfig, Hooks};
 use futures::StreamExt;
 use futures::channel::mpsc::UnboundedSender;
+use kube::Client;
+use promotion_controller::config::{Args, FileConfig};
 use promotion_controller::controller::Wake;
+use promotion_controller::controller::{self, ControllerConfig, Hooks};
 use promotion_controller::leader::{self, Leadership};
-use std::future::Future;
-use std::sync::Mutex;
-use std::sync::atomic::Ordering;
 use promotion_controller::metrics::Metrics;
 use promotion_controller::pr_sync::PullRequestSync;
 use promotion_controller::webhook::Webhooks;
 use promotion_controller::{probes, resync, telemetry, wiring};
 use promotion_core::engine::EngineConfig;
+use std::future::Future;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -135,8 +135,13 @@ async fn main() -> anyhow::Result<()> {
         if why == Stop::Shutdown {
             break;
         }
-        match leader::holder(client.clone(), &args.lease_namespace, &args.lease_name, &identity)
-            .await
+        match leader::holder(
+            client.clone(),
+            &args.lease_namespace,
+            &args.lease_name,
+            &identity,
+        )
+        .await
         {
             leader::Holder::Other(who) => {
                 if let Some(l) = leadership.take() {

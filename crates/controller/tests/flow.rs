@@ -495,7 +495,10 @@ async fn a_deleted_tracker_cancels_its_runs_and_releases_before_it_goes() {
         .expect("deleted");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while h.trackers().get_opt("pr-42").await.expect("read").is_some() {
-        assert!(std::time::Instant::now() < deadline, "the tracker never went away");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the tracker never went away"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert!(

@@ -183,7 +183,10 @@ async fn an_outage_longer_than_the_lease_is_ridden_through_without_exiting() {
     bin.wait_ready(true, Duration::from_secs(90)).await;
     assert!(tries > 1, "it kept trying during the outage");
     let log = bin.log();
-    assert!(log.contains("leading again once the lease is ours"), "{log}");
+    assert!(
+        log.contains("leading again once the lease is ours"),
+        "{log}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

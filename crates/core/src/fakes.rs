@@ -5,8 +5,8 @@ use crate::ports::*;
 use async_trait::async_trait;
 use promotion_api::{ApplicationRef, PullRequestTracker, PullRequestTrackerStatus};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::time::{Duration, Instant};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -4,11 +4,11 @@ use crate::policy::parse_duration;
 use crate::ports::{ErrorKind, RunRef, TestRunner};
 use crate::records::{is_final, test_runs_to_status};
 use crate::trigger::{after, age, until};
-use std::time::Duration;
 use futures::future::join_all;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use promotion_api::{PromotionPolicySpec, TestRun, TestState};
+use std::time::Duration;
 
 /// How a run's message starts while its CI system cannot be asked about it.
 pub const STATUS_UNAVAILABLE: &str = "status unavailable, retrying";
@@ -163,10 +163,12 @@ pub fn apply_timeouts(
             .and_then(|t| parse_duration(t).ok());
         let why = match limit {
             // From the first trigger: a re-arm must not buy a run more time.
-            Some(l) if age(run.first_triggered_at.as_ref().or(run.started_at.as_ref())) >= l => Some(format!(
-                "did not finish within its timeout of {}",
-                humantime::format_duration(l)
-            )),
+            Some(l) if age(run.first_triggered_at.as_ref().or(run.started_at.as_ref())) >= l => {
+                Some(format!(
+                    "did not finish within its timeout of {}",
+                    humantime::format_duration(l)
+                ))
+            }
             _ if gate_expired => gate.map(|g| {
                 format!(
                     "the gate did not finish within {}",

@@ -3,8 +3,8 @@
 
 use async_trait::async_trait;
 use promotion_api::{ApplicationRef, Provider, PullRequestTracker, PullRequestTrackerStatus};
-use std::sync::Arc;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Everything a CI system needs to start one gate test.

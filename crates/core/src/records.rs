@@ -70,7 +70,10 @@ pub fn append_promotion(status: &mut PullRequestTrackerStatus, record: Promotion
         .unwrap_or(i64::try_from(status.promotions.len()).unwrap_or(i64::MAX - 1));
     status.promotion_count = Some(before + 1);
     status.promotions.push(record);
-    let extra = status.promotions.len().saturating_sub(MAX_PROMOTION_RECORDS);
+    let extra = status
+        .promotions
+        .len()
+        .saturating_sub(MAX_PROMOTION_RECORDS);
     status.promotions.drain(..extra);
 }
 

@@ -148,11 +148,19 @@ mod tests {
         let web = sel(json!({"matchLabels": {"tier": "web"}}));
         let api = sel(json!({"matchLabels": {"tier": "api"}}));
         let team = sel(json!({"matchLabels": {"team": "a"}}));
-        let not_web = sel(json!({"matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["web"]}]}));
-        let no_tier = sel(json!({"matchExpressions": [{"key": "tier", "operator": "DoesNotExist"}]}));
-        let web_or_api = sel(json!({"matchExpressions": [{"key": "tier", "operator": "In", "values": ["web", "api"]}]}));
+        let not_web = sel(
+            json!({"matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["web"]}]}),
+        );
+        let no_tier =
+            sel(json!({"matchExpressions": [{"key": "tier", "operator": "DoesNotExist"}]}));
+        let web_or_api = sel(
+            json!({"matchExpressions": [{"key": "tier", "operator": "In", "values": ["web", "api"]}]}),
+        );
         assert!(!overlap(Some(&web), Some(&api)));
-        assert!(overlap(Some(&web), Some(&team)), "tier=web,team=a matches both");
+        assert!(
+            overlap(Some(&web), Some(&team)),
+            "tier=web,team=a matches both"
+        );
         assert!(overlap(None, Some(&web)));
         assert!(!overlap(Some(&web), Some(&not_web)));
         assert!(!overlap(Some(&web), Some(&no_tier)));

@@ -22,7 +22,11 @@ pub fn take(
         .map(|t| {
             Ok(ExternalTest {
                 job: vars.substitute(&t.job)?,
-                git_ref: t.git_ref.as_deref().map(|r| vars.substitute(r)).transpose()?,
+                git_ref: t
+                    .git_ref
+                    .as_deref()
+                    .map(|r| vars.substitute(r))
+                    .transpose()?,
                 parameters: t
                     .parameters
                     .iter()

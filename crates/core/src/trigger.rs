@@ -221,7 +221,10 @@ impl<'a> TriggerManager<'a> {
             let test = policy.external_tests.iter().find(|t| t.name == run.name);
             async move {
                 let Some(test) = test else {
-                    return (i, Err(PortError::permanent("the test is no longer in the policy")));
+                    return (
+                        i,
+                        Err(PortError::permanent("the test is no longer in the policy")),
+                    );
                 };
                 match request_for(test, run, vars) {
                     Ok(req) => (i, self.runner.find(&req).await),

@@ -109,7 +109,12 @@ async fn a_slow_ambiguous_trigger_is_not_sent_again_before_the_grace_after_its_a
     let mut t = tracker();
     until_gate_done(&w, &mut t).await;
     let st = t.status.expect("status");
-    assert_eq!(w.ci.triggered("smoke"), 1, "triggered twice: {:?}", st.test_runs);
+    assert_eq!(
+        w.ci.triggered("smoke"),
+        1,
+        "triggered twice: {:?}",
+        st.test_runs
+    );
     assert_eq!(st.promotions.len(), 1, "promoted: {:?}", st.message);
     let run = &st.promotions[0].test_runs[0];
     assert_eq!(run.attempts.len(), 1);
@@ -167,10 +172,17 @@ async fn a_re_arm_does_not_reset_the_tests_timeout() {
     let st = t.status.expect("status");
     let run = &st.test_runs[0];
     assert_eq!(run.state, TestState::TimedOut, "{:?}", run.message);
-    assert!(run.attempts.len() >= 2, "re-armed at least once: {:?}", run.attempts);
+    assert!(
+        run.attempts.len() >= 2,
+        "re-armed at least once: {:?}",
+        run.attempts
+    );
     let first = run.first_triggered_at.as_ref().expect("first trigger").0;
     let last = run.attempts.last().expect("attempt").armed_at.0;
-    assert_eq!(first, run.attempts[0].armed_at.0, "the first trigger is kept");
+    assert_eq!(
+        first, run.attempts[0].armed_at.0,
+        "the first trigger is kept"
+    );
     assert!(last > first);
     // Measured from the last re-arm, the 1s would not have run out yet.
     let finished = run.finished_at.as_ref().expect("finished").0;
@@ -200,7 +212,11 @@ async fn retry_after_on_a_status_poll_sets_when_that_run_is_polled_next() {
     assert_eq!(w.ci.calls().status, 1);
     let mut limited = PortError::transient("429 Too Many Requests");
     limited.retry_after = Some(Duration::from_secs(30));
-    w.ci.faults.lock().expect("lock").status_errors.push_back(limited);
+    w.ci.faults
+        .lock()
+        .expect("lock")
+        .status_errors
+        .push_back(limited);
     tokio::time::sleep(after.unwrap_or_default()).await;
     let after = step(&w, &mut t).await.expect("a requeue");
     assert_eq!(w.ci.calls().status, 2);
@@ -222,7 +238,11 @@ async fn a_rate_limited_trigger_is_sent_again_when_asked_without_a_search_or_a_r
     let w = world(Duration::from_secs(3600), 0);
     let mut limited = PortError::transient("429 Too Many Requests");
     limited.retry_after = Some(Duration::from_millis(200));
-    w.ci.faults.lock().expect("lock").trigger_errors.push_back(limited);
+    w.ci.faults
+        .lock()
+        .expect("lock")
+        .trigger_errors
+        .push_back(limited);
     w.policies.upsert(one_test_policy("smoke", None));
     let mut t = tracker();
     until_gate_done(&w, &mut t).await;
@@ -250,13 +270,20 @@ async fn a_conflict_on_the_answer_save_never_triggers_twice() {
         .extend([false, false, false, true]);
     let mut t = tracker();
     for _ in 0..10 {
-        let _ = w.engine.reconcile(&t, &w.policies, &w.store, &w.events).await;
+        let _ = w
+            .engine
+            .reconcile(&t, &w.policies, &w.store, &w.events)
+            .await;
         t.status = w.store.status.lock().expect("lock").clone();
         if t.status.as_ref().is_some_and(|s| !s.promotions.is_empty()) {
             break;
         }
     }
-    assert_eq!(*w.store.refused.lock().expect("lock"), 1, "the conflict happened");
+    assert_eq!(
+        *w.store.refused.lock().expect("lock"),
+        1,
+        "the conflict happened"
+    );
     assert_eq!(w.ci.triggered("smoke"), 1);
     assert_eq!(
         t.status.expect("status").promotions.len(),

@@ -178,8 +178,12 @@ async fn an_environment_no_policy_mentions_waits_and_resumes_when_one_appears() 
         (ready.status.as_str(), ready.reason.as_str()),
         ("False", "PolicyNotFound")
     );
-    w.policies
-        .upsert(policy("dev-to-staging", "dev", "staging", one_test("smoke")));
+    w.policies.upsert(policy(
+        "dev-to-staging",
+        "dev",
+        "staging",
+        one_test("smoke"),
+    ));
     let t = run(&w, t, 20).await;
     assert_eq!(status(&t).current_environment.as_deref(), Some("staging"));
     assert_eq!(status(&t).phase, Some(Phase::Completed));
@@ -188,8 +192,12 @@ async fn an_environment_no_policy_mentions_waits_and_resumes_when_one_appears() 
 #[tokio::test]
 async fn a_missing_middle_link_waits_instead_of_completing() {
     let w = world();
-    w.policies
-        .upsert(policy("dev-to-staging", "dev", "staging", one_test("smoke")));
+    w.policies.upsert(policy(
+        "dev-to-staging",
+        "dev",
+        "staging",
+        one_test("smoke"),
+    ));
     // staging -> qa is missing: qa -> prod starts from nowhere.
     w.policies
         .upsert(policy("qa-to-prod", "qa", "prod", one_test("perf")));
@@ -218,10 +226,18 @@ async fn a_tracker_no_policy_selects_waits_and_resumes_when_labelled() {
 #[tokio::test]
 async fn a_tracker_entering_mid_chain_completes_at_its_end() {
     let w = world();
-    w.policies
-        .upsert(policy("dev-to-staging", "dev", "staging", one_test("smoke")));
-    w.policies
-        .upsert(policy("staging-to-prod", "staging", "prod", one_test("e2e")));
+    w.policies.upsert(policy(
+        "dev-to-staging",
+        "dev",
+        "staging",
+        one_test("smoke"),
+    ));
+    w.policies.upsert(policy(
+        "staging-to-prod",
+        "staging",
+        "prod",
+        one_test("e2e"),
+    ));
     let mut t = tracker();
     t.spec.environment = "staging".into();
     t.spec.application.name = "shop-staging".into();
@@ -236,8 +252,12 @@ async fn a_tracker_entering_mid_chain_completes_at_its_end() {
 async fn a_policy_deleted_during_testing_does_not_fail_the_gate() {
     let w = world();
     w.ci.script("smoke", Script::Hang);
-    w.policies
-        .upsert(policy("dev-to-staging", "dev", "staging", one_test("smoke")));
+    w.policies.upsert(policy(
+        "dev-to-staging",
+        "dev",
+        "staging",
+        one_test("smoke"),
+    ));
     let t = run(&w, tracker(), 5).await;
     assert_eq!(status(&t).phase, Some(Phase::Testing));
     w.policies.remove("team", "dev-to-staging");
@@ -246,8 +266,12 @@ async fn a_policy_deleted_during_testing_does_not_fail_the_gate() {
     assert_eq!(st.phase, Some(Phase::Testing), "{:?}", st.message);
     assert!(w.ci.cancelled().is_empty(), "runs were cancelled");
     assert_eq!(condition(st, "Ready").reason, "PolicyNotFound");
-    w.policies
-        .upsert(policy("dev-to-staging", "dev", "staging", one_test("smoke")));
+    w.policies.upsert(policy(
+        "dev-to-staging",
+        "dev",
+        "staging",
+        one_test("smoke"),
+    ));
     let t = run(&w, t, 1).await;
     assert_eq!(condition(status(&t), "Ready").reason, "Progressing");
     w.ci.finish("smoke", RunState::Passed);
@@ -288,10 +312,18 @@ fn a_relist_never_shows_an_empty_cache() {
 // ---- 1. One PR per environment ----
 
 fn chain(w: &World) {
-    w.policies
-        .upsert(policy("dev-to-staging", "dev", "staging", one_test("smoke")));
-    w.policies
-        .upsert(policy("staging-to-prod", "staging", "prod", one_test("e2e")));
+    w.policies.upsert(policy(
+        "dev-to-staging",
+        "dev",
+        "staging",
+        one_test("smoke"),
+    ));
+    w.policies.upsert(policy(
+        "staging-to-prod",
+        "staging",
+        "prod",
+        one_test("e2e"),
+    ));
 }
 
 #[tokio::test]
@@ -301,21 +333,37 @@ async fn two_prs_one_environment_the_second_queues_until_the_first_moves_on() {
     w.ci.script("e2e", Script::Hang);
     w.argo.deploy("shop-dev-43", SHA2);
     w.argo.deploy("shop-dev-44", SHA2);
-    let (sa, sb, sc) = (MemoryStore::default(), MemoryStore::default(), MemoryStore::default());
+    let (sa, sb, sc) = (
+        MemoryStore::default(),
+        MemoryStore::default(),
+        MemoryStore::default(),
+    );
     let a = run_until(&w, tracker(), &sa, 30, in_phase("staging", Phase::Testing)).await;
-    assert_eq!(w.argo.held_by("shop-staging").as_deref(), Some("team/shop-42/uid-shop-42"));
+    assert_eq!(
+        w.argo.held_by("shop-staging").as_deref(),
+        Some("team/shop-42/uid-shop-42")
+    );
 
     let b = tracker_named("shop-43", 43, SHA2);
     let b = run_until(&w, b, &sb, 30, |st| st.phase == Some(Phase::Queued)).await;
     let q = status(&b).queue.clone().expect("queue");
     assert_eq!((q.environment.as_str(), q.position), ("staging", 1));
     assert_eq!(q.holder.as_deref(), Some("team/shop-42"));
-    assert!(status(&b).message.as_deref().unwrap_or_default().contains("position 1"));
+    assert!(
+        status(&b)
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("position 1")
+    );
     let c = tracker_named("shop-44", 44, SHA2);
     let c = run_until(&w, c, &sc, 30, |st| st.phase == Some(Phase::Queued)).await;
     assert_eq!(status(&c).queue.as_ref().map(|q| q.position), Some(2));
     // Staging still runs A's commit only: B was not promoted over it.
-    assert_eq!(w.argo.promotions(), vec![("shop-staging".to_string(), SHA.to_string())]);
+    assert_eq!(
+        w.argo.promotions(),
+        vec![("shop-staging".to_string(), SHA.to_string())]
+    );
     let b = run_with(&w, b, &sb, 3).await;
     assert_eq!(status(&b).phase, Some(Phase::Queued));
 
@@ -325,7 +373,10 @@ async fn two_prs_one_environment_the_second_queues_until_the_first_moves_on() {
     assert_eq!(status(&a).phase, Some(Phase::Completed));
     let b = run_until(&w, b, &sb, 30, in_phase("staging", Phase::Testing)).await;
     assert_eq!(status(&b).queue, None);
-    assert_eq!(w.argo.held_by("shop-staging").as_deref(), Some("team/shop-43/uid-shop-43"));
+    assert_eq!(
+        w.argo.held_by("shop-staging").as_deref(),
+        Some("team/shop-43/uid-shop-43")
+    );
     let c = run_with(&w, c, &sc, 2).await;
     let q = status(&c).queue.clone().expect("queue");
     assert_eq!((q.position, q.holder.as_deref()), (1, Some("team/shop-43")));
@@ -351,7 +402,10 @@ async fn a_gate_whose_app_moved_mid_test_is_not_promoted() {
     w.ci.finish("smoke", RunState::Passed);
     let t = run_with(&w, t, &w.store, 3).await;
     let st = status(&t);
-    assert!(w.argo.promotions().is_empty(), "promoted on a stale verdict");
+    assert!(
+        w.argo.promotions().is_empty(),
+        "promoted on a stale verdict"
+    );
     assert_eq!(st.current_environment.as_deref(), Some("dev"));
     assert_eq!(condition(st, "TestsPassed").reason, "GateInvalidated");
     assert!(w.events.reasons().contains(&"GateInvalidated".to_string()));
@@ -367,10 +421,21 @@ async fn a_gate_whose_app_moved_mid_test_is_not_promoted() {
 async fn a_hold_whose_tracker_is_gone_is_broken_by_the_next_in_line() {
     let w = world();
     chain(&w);
-    w.argo.set_holder("shop-staging", Some("team/deleted-pr/uid-old"));
-    let t = run_until(&w, tracker(), &w.store, 20, in_phase("staging", Phase::Testing)).await;
+    w.argo
+        .set_holder("shop-staging", Some("team/deleted-pr/uid-old"));
+    let t = run_until(
+        &w,
+        tracker(),
+        &w.store,
+        20,
+        in_phase("staging", Phase::Testing),
+    )
+    .await;
     assert_eq!(status(&t).current_environment.as_deref(), Some("staging"));
-    assert_eq!(w.argo.held_by("shop-staging").as_deref(), Some("team/shop-42/uid-shop-42"));
+    assert_eq!(
+        w.argo.held_by("shop-staging").as_deref(),
+        Some("team/shop-42/uid-shop-42")
+    );
     assert!(w.events.reasons().contains(&"HoldBroken".to_string()));
 }
 
@@ -383,12 +448,18 @@ async fn a_hold_of_a_live_tracker_is_kept() {
     other.status = Some(PullRequestTrackerStatus {
         phase: Some(Phase::Testing),
         current_environment: Some("staging".into()),
-        application: Some(serde_json::from_value(serde_json::json!({"name": "shop-staging"})).expect("app")),
+        application: Some(
+            serde_json::from_value(serde_json::json!({"name": "shop-staging"})).expect("app"),
+        ),
         ..Default::default()
     });
     w.directory.put(&other);
-    w.argo.set_holder("shop-staging", Some("team/shop-7/uid-shop-7"));
-    let t = run_until(&w, tracker(), &w.store, 20, |st| st.phase == Some(Phase::Queued)).await;
+    w.argo
+        .set_holder("shop-staging", Some("team/shop-7/uid-shop-7"));
+    let t = run_until(&w, tracker(), &w.store, 20, |st| {
+        st.phase == Some(Phase::Queued)
+    })
+    .await;
     assert_eq!(status(&t).phase, Some(Phase::Queued));
     assert!(w.argo.promotions().is_empty());
 }
@@ -398,7 +469,14 @@ async fn a_failed_pr_releases_its_environment() {
     let w = world();
     chain(&w);
     w.ci.script("e2e", Script::After(0, RunState::Failed));
-    let t = run_until(&w, tracker(), &w.store, 30, in_phase("staging", Phase::Failed)).await;
+    let t = run_until(
+        &w,
+        tracker(),
+        &w.store,
+        30,
+        in_phase("staging", Phase::Failed),
+    )
+    .await;
     assert_eq!(status(&t).phase, Some(Phase::Failed));
     assert_eq!(w.argo.held_by("shop-staging"), None);
 }
@@ -409,11 +487,18 @@ async fn a_failed_pr_releases_its_environment() {
 async fn a_policy_edit_during_the_gate_restarts_it_on_the_new_spec() {
     let w = world();
     w.ci.script("smoke", Script::Hang);
-    w.policies
-        .upsert(policy("dev-to-staging", "dev", "staging", one_test("smoke")));
+    w.policies.upsert(policy(
+        "dev-to-staging",
+        "dev",
+        "staging",
+        one_test("smoke"),
+    ));
     let t = run_until(&w, tracker(), &w.store, 10, in_phase("dev", Phase::Testing)).await;
     let gate = status(&t).gate.clone().expect("snapshot");
-    assert_eq!((gate.generation, gate.tests[0].job.as_str()), (Some(1), "smoke"));
+    assert_eq!(
+        (gate.generation, gate.tests[0].job.as_str()),
+        (Some(1), "smoke")
+    );
     // The edit: another test, another target.
     w.policies.upsert(policy_from(
         "dev-to-staging",
@@ -422,10 +507,18 @@ async fn a_policy_edit_during_the_gate_restarts_it_on_the_new_spec() {
     ));
     let t = run_until(&w, t, &w.store, 20, in_phase("qa", Phase::Completed)).await;
     let st = status(&t);
-    assert_eq!(st.current_environment.as_deref(), Some("qa"), "{:?}", st.message);
+    assert_eq!(
+        st.current_environment.as_deref(),
+        Some("qa"),
+        "{:?}",
+        st.message
+    );
     assert_eq!(w.ci.cancelled(), vec!["smoke".to_string()]);
     assert_eq!((w.ci.triggered("smoke"), w.ci.triggered("e2e")), (1, 1));
-    assert_eq!(w.argo.promotions(), vec![("shop-qa".to_string(), SHA.to_string())]);
+    assert_eq!(
+        w.argo.promotions(),
+        vec![("shop-qa".to_string(), SHA.to_string())]
+    );
     assert!(w.events.reasons().contains(&"PolicyChanged".to_string()));
     assert_eq!(st.promotions[0].test_runs[0].name, "e2e");
 }
@@ -446,7 +539,10 @@ async fn the_snapshot_holds_the_substituted_tests_and_target() {
     let gate = status(&t).gate.clone().expect("snapshot");
     assert_eq!(gate.policy, "p");
     assert_eq!(gate.generation, Some(3));
-    assert_eq!(gate.tests[0].parameters.get("PR").map(String::as_str), Some("42"));
+    assert_eq!(
+        gate.tests[0].parameters.get("PR").map(String::as_str),
+        Some("42")
+    );
     assert_eq!(gate.tests[0].timeout.as_deref(), Some("10m"));
     assert_eq!(gate.tests[0].connection.as_deref(), Some("main"));
     assert_eq!(gate.application.name, "shop-staging-42");
@@ -468,14 +564,28 @@ async fn timed_out_runs_are_cancelled_in_ci_required_or_optional() {
             {"name": "lazy", "provider": "jenkins", "job": "lazy", "required": false, "timeout": "1ms"}
         ]),
     ));
-    let t = run_until(&w, tracker(), &w.store, 20, in_phase("staging", Phase::Completed)).await;
+    let t = run_until(
+        &w,
+        tracker(),
+        &w.store,
+        20,
+        in_phase("staging", Phase::Completed),
+    )
+    .await;
     assert_eq!(status(&t).current_environment.as_deref(), Some("staging"));
     assert_eq!(w.ci.cancelled(), vec!["lazy".to_string()]);
     let record = &status(&t).promotions[0];
-    let lazy = record.test_runs.iter().find(|r| r.name == "lazy").expect("lazy");
+    let lazy = record
+        .test_runs
+        .iter()
+        .find(|r| r.name == "lazy")
+        .expect("lazy");
     assert_eq!(lazy.state, TestState::TimedOut);
     assert!(
-        lazy.message.as_deref().unwrap_or_default().contains("cancelled in the CI system"),
+        lazy.message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("cancelled in the CI system"),
         "{:?}",
         lazy.message
     );
@@ -488,7 +598,10 @@ async fn timed_out_runs_are_cancelled_in_ci_required_or_optional() {
         "staging",
         serde_json::json!([{"name": "slow", "provider": "jenkins", "job": "slow", "timeout": "1ms"}]),
     ));
-    let t = run_until(&w, tracker(), &w.store, 20, |st| st.phase == Some(Phase::Failed)).await;
+    let t = run_until(&w, tracker(), &w.store, 20, |st| {
+        st.phase == Some(Phase::Failed)
+    })
+    .await;
     assert_eq!(status(&t).phase, Some(Phase::Failed));
     assert_eq!(w.ci.cancelled(), vec!["slow".to_string()]);
 }
@@ -508,15 +621,42 @@ const BY: &str = "promotion.io/approved-by";
 async fn an_approval_names_the_target_and_the_head_sha() {
     let w = world();
     manual(&w);
-    let t = run_until(&w, tracker(), &w.store, 10, |st| st.phase == Some(Phase::AwaitingApproval)).await;
+    let t = run_until(&w, tracker(), &w.store, 10, |st| {
+        st.phase == Some(Phase::AwaitingApproval)
+    })
+    .await;
     // The old form names no commit: it does not count.
-    let t = run_with(&w, annotate(&t, &[(APPROVE, "staging"), (BY, "alice")]), &w.store, 3).await;
+    let t = run_with(
+        &w,
+        annotate(&t, &[(APPROVE, "staging"), (BY, "alice")]),
+        &w.store,
+        3,
+    )
+    .await;
     assert_eq!(status(&t).phase, Some(Phase::AwaitingApproval));
-    assert!(status(&t).message.as_deref().unwrap_or_default().contains("names no commit"));
+    assert!(
+        status(&t)
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("names no commit")
+    );
     // Another commit: void.
-    let t = run_with(&w, annotate(&t, &[(APPROVE, &format!("staging@{}", &SHA2[..7]))]), &w.store, 3).await;
+    let t = run_with(
+        &w,
+        annotate(&t, &[(APPROVE, &format!("staging@{}", &SHA2[..7]))]),
+        &w.store,
+        3,
+    )
+    .await;
     assert_eq!(status(&t).phase, Some(Phase::AwaitingApproval));
-    assert!(status(&t).message.as_deref().unwrap_or_default().contains("void"));
+    assert!(
+        status(&t)
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("void")
+    );
     assert!(w.argo.promotions().is_empty());
     // The tested commit, by its short SHA: promoted, by the approver.
     let t = run_until(
@@ -535,7 +675,10 @@ async fn an_approval_given_before_the_gate_passed_waits_for_the_pass() {
     let w = world();
     manual(&w);
     w.ci.script("smoke", Script::Hang);
-    let t = annotate(&tracker(), &[(APPROVE, &format!("staging@{SHA}")), (BY, "bob")]);
+    let t = annotate(
+        &tracker(),
+        &[(APPROVE, &format!("staging@{SHA}")), (BY, "bob")],
+    );
     let t = run_until(&w, t, &w.store, 10, in_phase("dev", Phase::Testing)).await;
     let t = run_with(&w, t, &w.store, 3).await;
     assert_eq!(status(&t).phase, Some(Phase::Testing));
@@ -549,17 +692,32 @@ async fn an_approval_given_before_the_gate_passed_waits_for_the_pass() {
 async fn an_approval_is_void_after_a_new_push() {
     let w = world();
     manual(&w);
-    let t = annotate(&tracker(), &[(APPROVE, &format!("staging@{SHA}")), (BY, "bob")]);
+    let t = annotate(
+        &tracker(),
+        &[(APPROVE, &format!("staging@{SHA}")), (BY, "bob")],
+    );
     let t = run_until(&w, t, &w.store, 10, |st| st.phase == Some(Phase::Testing)).await;
     // The push lands (and deploys) before the gate passes.
     w.argo.deploy("shop-dev-42", SHA2);
     let mut pushed = t.clone();
     pushed.spec.head_sha = SHA2.into();
-    let t = run_until(&w, pushed, &w.store, 20, |st| st.phase == Some(Phase::AwaitingApproval)).await;
+    let t = run_until(&w, pushed, &w.store, 20, |st| {
+        st.phase == Some(Phase::AwaitingApproval)
+    })
+    .await;
     let t = run_with(&w, t, &w.store, 3).await;
     assert_eq!(status(&t).phase, Some(Phase::AwaitingApproval));
-    assert!(w.argo.promotions().is_empty(), "the old approval promoted the new push");
-    assert!(status(&t).message.as_deref().unwrap_or_default().contains("new push"));
+    assert!(
+        w.argo.promotions().is_empty(),
+        "the old approval promoted the new push"
+    );
+    assert!(
+        status(&t)
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("new push")
+    );
 }
 
 // ---- 6. Every started promotion ends in a record ----
@@ -580,7 +738,8 @@ async fn mid_promotion(w: &World) -> PullRequestTracker {
         .expect("pending"),
     );
     t.status = Some(st);
-    w.argo.set_holder("shop-staging", Some("team/shop-42/uid-shop-42"));
+    w.argo
+        .set_holder("shop-staging", Some("team/shop-42/uid-shop-42"));
     t
 }
 
@@ -588,7 +747,11 @@ fn assert_interrupted(w: &World, st: &PullRequestTrackerStatus) {
     assert_eq!(st.promotions.len(), 1, "{:?}", st.promotions);
     assert!(st.promotions[0].interrupted);
     assert_eq!(st.promotions[0].target, "staging");
-    assert!(w.events.reasons().contains(&"PromotionInterrupted".to_string()));
+    assert!(
+        w.events
+            .reasons()
+            .contains(&"PromotionInterrupted".to_string())
+    );
     assert_eq!(w.argo.held_by("shop-staging"), None);
 }
 
@@ -615,7 +778,10 @@ async fn a_close_during_promoting_is_recorded_as_interrupted() {
 async fn a_deletion_cancels_runs_records_and_releases() {
     let w = world();
     let t = mid_promotion(&w).await;
-    w.engine.finish(&t, &w.store, &w.events).await.expect("finish");
+    w.engine
+        .finish(&t, &w.store, &w.events)
+        .await
+        .expect("finish");
     let st = w.store.status.lock().expect("lock").clone().expect("saved");
     assert_interrupted(&w, &st);
     assert_eq!(w.ci.cancelled(), vec!["smoke".to_string()]);
@@ -630,11 +796,17 @@ async fn deploying_times_out_with_the_apps_state() {
         ..EngineConfig::default()
     });
     w.argo.deploy("shop-dev-42", SHA2);
-    let t = run_until(&w, tracker(), &w.store, 5, |st| st.phase == Some(Phase::Failed)).await;
+    let t = run_until(&w, tracker(), &w.store, 5, |st| {
+        st.phase == Some(Phase::Failed)
+    })
+    .await;
     let st = status(&t);
     assert_eq!(st.phase, Some(Phase::Failed));
     let msg = st.message.as_deref().unwrap_or_default();
-    assert!(msg.contains("deploy timed out") && msg.contains("Synced/Healthy"), "{msg}");
+    assert!(
+        msg.contains("deploy timed out") && msg.contains("Synced/Healthy"),
+        "{msg}"
+    );
     assert_eq!(condition(st, "Ready").reason, "DeployTimedOut");
 }
 
@@ -645,7 +817,14 @@ async fn a_policys_deploy_timeout_bounds_the_next_environment() {
     spec["deployTimeout"] = "1ms".into();
     w.policies.upsert(policy_from("p", 1, spec));
     *w.argo.manual_sync.lock().expect("lock") = true;
-    let t = run_until(&w, tracker(), &w.store, 10, in_phase("staging", Phase::Promoted)).await;
+    let t = run_until(
+        &w,
+        tracker(),
+        &w.store,
+        10,
+        in_phase("staging", Phase::Promoted),
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(5)).await;
     let t = run_until(&w, t, &w.store, 5, |st| st.phase == Some(Phase::Failed)).await;
     let msg = status(&t).message.clone().unwrap_or_default();
@@ -657,8 +836,12 @@ async fn a_policys_deploy_timeout_bounds_the_next_environment() {
 #[tokio::test]
 async fn a_reopened_pr_resumes_its_journey() {
     let w = world();
-    w.policies
-        .upsert(policy("dev-to-staging", "dev", "staging", one_test("smoke")));
+    w.policies.upsert(policy(
+        "dev-to-staging",
+        "dev",
+        "staging",
+        one_test("smoke"),
+    ));
     w.ci.script("smoke", Script::Hang);
     let t = run_until(&w, tracker(), &w.store, 10, in_phase("dev", Phase::Testing)).await;
     let mut closed = t.clone();
@@ -668,7 +851,14 @@ async fn a_reopened_pr_resumes_its_journey() {
     let mut reopened = t.clone();
     reopened.spec.closed = false;
     w.ci.script("smoke", Script::After(0, RunState::Passed));
-    let t = run_until(&w, reopened, &w.store, 20, in_phase("staging", Phase::Completed)).await;
+    let t = run_until(
+        &w,
+        reopened,
+        &w.store,
+        20,
+        in_phase("staging", Phase::Completed),
+    )
+    .await;
     assert_eq!(status(&t).phase, Some(Phase::Completed));
     assert!(w.events.reasons().contains(&"Reopened".to_string()));
 }
@@ -688,6 +878,9 @@ fn status_promotions_keep_the_newest_and_count_them_all() {
         append_promotion(&mut st, record);
     }
     assert_eq!(st.promotions.len(), MAX_PROMOTION_RECORDS);
-    assert_eq!(st.promotion_count, Some((MAX_PROMOTION_RECORDS + 10) as i64));
+    assert_eq!(
+        st.promotion_count,
+        Some((MAX_PROMOTION_RECORDS + 10) as i64)
+    );
     assert_eq!(st.promotions[0].revision, "10");
 }

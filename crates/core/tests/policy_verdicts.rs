@@ -120,5 +120,8 @@ fn disjoint_selectors_do_not_conflict() {
     let web = policy("web", web);
     cache.upsert(web.clone());
     cache.upsert(policy("api", api));
-    assert_eq!(ready(&cache, &web), ("True".to_string(), "Ready".to_string()));
+    assert_eq!(
+        ready(&cache, &web),
+        ("True".to_string(), "Ready".to_string())
+    );
 }

@@ -22,7 +22,10 @@ pub(super) enum Approval {
 
 /// Reads the approval of `gate`'s target for `head_sha` from the tracker's annotations.
 pub(super) fn approval(s: &Step<'_>, gate: &GateSnapshot) -> Approval {
-    let Some(value) = s.annotation(APPROVE_ANNOTATION).map(|v| v.trim().to_string()) else {
+    let Some(value) = s
+        .annotation(APPROVE_ANNOTATION)
+        .map(|v| v.trim().to_string())
+    else {
         return Approval::Missing;
     };
     let head = &s.tracker.spec.head_sha;

@@ -144,7 +144,11 @@ impl Engine {
     }
 
     /// Shows why the policy cannot be used now (Ready=False), once.
-    async fn show_policy_problem(&self, s: &mut Step<'_>, e: &LookupError) -> Result<(), EngineError> {
+    async fn show_policy_problem(
+        &self,
+        s: &mut Step<'_>,
+        e: &LookupError,
+    ) -> Result<(), EngineError> {
         let reason = match e {
             LookupError::Conflict { .. } => "PolicyConflict",
             LookupError::Invalid { .. } => "PolicyInvalid",
@@ -183,7 +187,9 @@ impl Engine {
                 }
                 Ok(PolicyCheck::Same)
             }
-            Ok(p) => Ok(PolicyCheck::Changed(self.policy_changed(s, gate, &p).await?)),
+            Ok(p) => Ok(PolicyCheck::Changed(
+                self.policy_changed(s, gate, &p).await?,
+            )),
             Err(e) => {
                 self.show_policy_problem(s, &e).await?;
                 Ok(PolicyCheck::Unusable)
@@ -210,7 +216,13 @@ impl Engine {
             .await;
         let target = gate.application.clone();
         self.release(s, std::slice::from_ref(&target)).await;
-        self.restart_gate(s, &super::cancel_message(&format!("{why}; starting the gate again on the new spec"), &errors));
+        self.restart_gate(
+            s,
+            &super::cancel_message(
+                &format!("{why}; starting the gate again on the new spec"),
+                &errors,
+            ),
+        );
         s.save().await?;
         s.event(
             EventType::Normal,
@@ -231,11 +243,17 @@ impl Engine {
             return Ok(Ok(g));
         }
         let errors = TestMonitor::new(self.ports.runner.as_ref())
-            .cancel_active(&mut s.status.test_runs, "cancelled: the gate has no policy snapshot")
+            .cancel_active(
+                &mut s.status.test_runs,
+                "cancelled: the gate has no policy snapshot",
+            )
             .await;
         self.restart_gate(
             s,
-            &super::cancel_message("the gate has no policy snapshot; starting it again", &errors),
+            &super::cancel_message(
+                "the gate has no policy snapshot; starting it again",
+                &errors,
+            ),
         );
         s.save().await?;
         Ok(Err(Next::Continue))
@@ -270,14 +288,20 @@ impl Engine {
         }
         let monitor = TestMonitor::new(self.ports.runner.as_ref());
         let mut changed = monitor.poll(&mut s.status.test_runs).await;
-        let was_final: Vec<bool> = s.status.test_runs.iter().map(|r| is_final(r.state)).collect();
+        let was_final: Vec<bool> = s
+            .status
+            .test_runs
+            .iter()
+            .map(|r| is_final(r.state))
+            .collect();
         if apply_timeouts(
             &mut s.status.test_runs,
             &spec,
             s.status.gate_started_at.as_ref(),
         ) {
             changed = true;
-            self.cancel_timed_out(&mut s.status.test_runs, &was_final).await;
+            self.cancel_timed_out(&mut s.status.test_runs, &was_final)
+                .await;
         }
         self.report_commit_statuses(s, &before).await;
         match aggregate(&s.status.test_runs) {
@@ -346,8 +370,7 @@ impl Engine {
                     s.status.phase = Some(Phase::AwaitingApproval);
                     let wait = format!(
                         "{msg}; waiting for approval: annotate with {APPROVE_ANNOTATION}={}@{}",
-                        gate.target,
-                        s.tracker.spec.head_sha
+                        gate.target, s.tracker.spec.head_sha
                     );
                     s.status.message = Some(wait.clone());
                     s.save().await?;
@@ -362,7 +385,8 @@ impl Engine {
     /// optional, and each says whether that worked.
     async fn cancel_timed_out(&self, runs: &mut [TestRun], was_final: &[bool]) {
         for (i, run) in runs.iter_mut().enumerate() {
-            let newly = run.state == TestState::TimedOut && !was_final.get(i).copied().unwrap_or(true);
+            let newly =
+                run.state == TestState::TimedOut && !was_final.get(i).copied().unwrap_or(true);
             if !newly {
                 continue;
             }

@@ -22,7 +22,9 @@ impl Engine {
                 "cancelled: the pull request was closed",
             )
             .await;
-        let interrupted = self.record_interrupted(s, "the pull request was closed").await;
+        let interrupted = self
+            .record_interrupted(s, "the pull request was closed")
+            .await;
         let held = held(s);
         s.status.phase = Some(Phase::Closed);
         s.status.pending_promotion = None;
@@ -130,10 +132,12 @@ impl Engine {
                 )
                 .await;
         }
-        let interrupted = self
-            .record_interrupted(s, "a new commit was pushed")
-            .await;
-        let held = if previous.is_some() { held(s) } else { Vec::new() };
+        let interrupted = self.record_interrupted(s, "a new commit was pushed").await;
+        let held = if previous.is_some() {
+            held(s)
+        } else {
+            Vec::new()
+        };
         let spec = &s.tracker.spec;
         s.status.head_sha = Some(spec.head_sha.clone());
         s.status.current_environment = Some(spec.environment.clone());
@@ -205,7 +209,6 @@ impl Engine {
         s.condition(types::READY, true, "Progressing", why);
     }
 
-
     pub(super) async fn fail(
         &self,
         s: &mut Step<'_>,
@@ -238,7 +241,6 @@ impl Engine {
         Ok(Next::Wait(None))
     }
 
-
     /// A failed gate starts over when its policy changed.
     pub(super) async fn failed(&self, s: &mut Step<'_>) -> Result<Next, EngineError> {
         let Some(used) = s.status.policy.clone() else {
@@ -262,7 +264,6 @@ impl Engine {
             _ => Ok(Next::Wait(None)),
         }
     }
-
 }
 
 /// The Applications this tracker may hold: its current environment's, and the
@@ -270,7 +271,10 @@ impl Engine {
 fn held(s: &Step<'_>) -> Vec<ApplicationRef> {
     let mut apps: Vec<ApplicationRef> = [
         s.status.application.clone(),
-        s.status.pending_promotion.as_ref().map(|p| p.application.clone()),
+        s.status
+            .pending_promotion
+            .as_ref()
+            .map(|p| p.application.clone()),
         s.status.gate.as_ref().map(|g| g.application.clone()),
     ]
     .into_iter()

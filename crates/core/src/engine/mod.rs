@@ -20,13 +20,13 @@ mod occupancy;
 mod promote;
 mod step;
 
-use crate::ports::{
-    ArgoCdClient, EventRecorder, EventType, GitHubClient, StoreError, TestRunner,
-    TrackerDirectory, TrackerStore,
-};
-use std::collections::BTreeSet;
 use crate::policy_cache::PolicyCache;
+use crate::ports::{
+    ArgoCdClient, EventRecorder, EventType, GitHubClient, StoreError, TestRunner, TrackerDirectory,
+    TrackerStore,
+};
 use promotion_api::{Phase, PullRequestTracker, TestRun};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 use step::Step;

@@ -58,7 +58,12 @@ impl Engine {
         let mut holder = current.clone().filter(|h| h != &me);
         if ahead.is_empty() {
             let breaking = current.filter(|h| h != &me && self.is_stale(h, &app));
-            match self.ports.argo.acquire(&app, &me, breaking.as_deref()).await {
+            match self
+                .ports
+                .argo
+                .acquire(&app, &me, breaking.as_deref())
+                .await
+            {
                 Ok(Hold::Acquired) => {
                     if let Some(old) = breaking {
                         s.event(
@@ -252,7 +257,8 @@ impl Engine {
             "the gate's verdict does not count: {why}; the gate starts again once it runs {} again",
             s.short_sha()
         );
-        self.release(s, std::slice::from_ref(&gate.application)).await;
+        self.release(s, std::slice::from_ref(&gate.application))
+            .await;
         self.restart_gate(s, &msg);
         s.condition(types::TESTS_PASSED, false, "GateInvalidated", msg.clone());
         s.save().await?;

@@ -29,7 +29,8 @@ impl Engine {
                         return self.invalidate(s, &gate, &why).await;
                     }
                     Deployed::Unknown(e) => {
-                        let msg = format!("cannot check the gate's application before promoting: {e}");
+                        let msg =
+                            format!("cannot check the gate's application before promoting: {e}");
                         if s.status.message.as_deref() != Some(msg.as_str()) {
                             s.status.message = Some(msg.clone());
                             s.condition(types::READY, false, "ArgoCdUnavailable", msg);
@@ -86,7 +87,11 @@ impl Engine {
         let record = build_promotion_record(&pending, &s.status.test_runs);
         let gate = summarize(&s.status.test_runs);
         append_promotion(&mut s.status, record);
-        let deploy_timeout = s.status.gate.as_ref().and_then(|g| g.deploy_timeout.clone());
+        let deploy_timeout = s
+            .status
+            .gate
+            .as_ref()
+            .and_then(|g| g.deploy_timeout.clone());
         let left = s.status.application.clone();
         s.status.deploy_deadline =
             Some(s.deadline(deploy_timeout.as_deref(), self.config.deploy_timeout));
@@ -143,9 +148,11 @@ impl Engine {
         s.save().await?;
         s.event(EventType::Normal, "Promoted", note).await;
         // The PR moved on: the environment it left is free for the next in line.
-        let left: Vec<_> = left.into_iter().filter(|a| *a != pending.application).collect();
+        let left: Vec<_> = left
+            .into_iter()
+            .filter(|a| *a != pending.application)
+            .collect();
         self.release(s, &left).await;
         Ok(Next::Continue)
     }
-
 }

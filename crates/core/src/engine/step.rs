@@ -2,15 +2,15 @@
 //! helpers every phase uses to save it and tell people about it.
 
 use crate::conditions;
+use crate::policy::parse_duration;
 use crate::policy_cache::{CachedPolicy, LookupError, PolicyCache};
 use crate::ports::{DomainEvent, EventRecorder, EventType, StoreError, TrackerStore};
 use crate::variables::Variables;
-use crate::policy::parse_duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use promotion_api::{GateSnapshot, PullRequestTracker, PullRequestTrackerStatus};
-use std::time::Duration;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// What one reconcile works with.
 pub(super) struct Step<'a> {
@@ -51,8 +51,12 @@ impl Step<'_> {
     pub(super) fn chain_end(&self) -> Result<(), String> {
         let labels = self.tracker.metadata.labels.clone().unwrap_or_default();
         let ns = self.tracker.metadata.namespace.clone().unwrap_or_default();
-        self.policies
-            .chain_end(&ns, &self.environment(), &self.tracker.spec.environment, &labels)
+        self.policies.chain_end(
+            &ns,
+            &self.environment(),
+            &self.tracker.spec.environment,
+            &labels,
+        )
     }
 
     /// The variables of the hop a gate snapshot describes.
@@ -94,7 +98,13 @@ impl Step<'_> {
             .await;
     }
 
-    pub(super) fn condition(&mut self, type_: &str, ok: bool, reason: &str, message: impl Into<String>) {
+    pub(super) fn condition(
+        &mut self,
+        type_: &str,
+        ok: bool,
+        reason: &str,
+        message: impl Into<String>,
+    ) {
         let g = self.generation();
         conditions::set(&mut self.status.conditions, type_, ok, reason, message, g);
     }

@@ -3,8 +3,8 @@
 
 #![allow(dead_code)]
 
-use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::ResourceExt;
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kubectl_promotion::cluster::trackers_resource;
 use promotion_testenv::TestContext;
 use serde_json::{Value, json};
