@@ -2,6 +2,8 @@
 //! transition it saves is compared with the one before, so the numbers are
 //! exactly what trackers show.
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
 use kube::runtime::reflector::Store;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
@@ -10,7 +12,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use promotion_api::{PullRequestTracker, PullRequestTrackerStatus, TestRun, TestState};
+use promotion_api::{PullRequestTracker, PullRequestTrackerStatus, TestRun};
+use promotion_core::delivery::{self, Observation};
 use std::sync::{Mutex, OnceLock};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -40,6 +43,25 @@ struct HopLabels {
     target: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EnvironmentLabels {
+    namespace: String,
+    environment: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GateRunLabels {
+    namespace: String,
+    environment: String,
+    test: String,
+    outcome: String,
+}
+
+/// Buckets for delivery waits: a second to about two weeks.
+fn delivery_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(1.0, 3.0, 14))
+}
+
 /// Every metric the controller exports.
 pub struct Metrics {
     registry: Mutex<Registry>,
@@ -50,6 +72,11 @@ pub struct Metrics {
     promotions: Family<HopLabels, Counter>,
     pass_to_promotion: Histogram,
     status_writes: Counter,
+    lead_time: Family<EnvironmentLabels, Histogram>,
+    environment_promotions: Family<EnvironmentLabels, Counter>,
+    gate_runs: Family<GateRunLabels, Counter>,
+    approval_wait: Family<EnvironmentLabels, Histogram>,
+    queue_wait: Family<EnvironmentLabels, Histogram>,
     trackers_source: OnceLock<Store<PullRequestTracker>>,
 }
 
@@ -109,8 +136,46 @@ impl Metrics {
             "Tracker status writes",
             status_writes.clone(),
         );
+        let lead_time =
+            Family::<EnvironmentLabels, Histogram>::new_with_constructor(delivery_buckets);
+        registry.register(
+            "lead_time_seconds",
+            "Time from a tracker's creation (the PR opened) to its promotion into an environment",
+            lead_time.clone(),
+        );
+        let environment_promotions = Family::<EnvironmentLabels, Counter>::default();
+        registry.register(
+            "environment_promotions",
+            "Promotions into an environment, by the trackers' namespace (per day: increase over 1d)",
+            environment_promotions.clone(),
+        );
+        let gate_runs = Family::<GateRunLabels, Counter>::default();
+        registry.register(
+            "gate_runs",
+            "Finished gate test runs by namespace, environment, test and outcome (failure rate: failed / all)",
+            gate_runs.clone(),
+        );
+        let approval_wait =
+            Family::<EnvironmentLabels, Histogram>::new_with_constructor(delivery_buckets);
+        registry.register(
+            "approval_wait_seconds",
+            "Time a PR waited for approval into an environment, from its last required pass",
+            approval_wait.clone(),
+        );
+        let queue_wait =
+            Family::<EnvironmentLabels, Histogram>::new_with_constructor(delivery_buckets);
+        registry.register(
+            "queue_wait_seconds",
+            "Time a PR waited in the queue for an environment another PR held",
+            queue_wait.clone(),
+        );
         Self {
             registry: Mutex::new(registry),
+            lead_time,
+            environment_promotions,
+            gate_runs,
+            approval_wait,
+            queue_wait,
             reconciles,
             trackers,
             test_runs,
@@ -136,9 +201,20 @@ impl Metrics {
             .inc();
     }
 
-    /// Observes a saved status against the one before it.
-    pub fn status_saved(&self, old: &PullRequestTrackerStatus, new: &PullRequestTrackerStatus) {
+    /// Observes a saved status against the one before it, for a tracker in
+    /// `namespace` created at `created`.
+    pub fn status_saved(
+        &self,
+        namespace: &str,
+        created: Option<&Time>,
+        old: &PullRequestTrackerStatus,
+        new: &PullRequestTrackerStatus,
+    ) {
         self.status_writes.inc();
+        self.delivery(
+            namespace,
+            delivery::observe(created, old, new, &Time(Timestamp::now())),
+        );
         let finished = |runs: &[TestRun], name: &str| {
             runs.iter()
                 .any(|r| r.name == name && r.finished_at.is_some())
@@ -168,17 +244,59 @@ impl Metrics {
         }
     }
 
+    fn delivery(&self, namespace: &str, observations: Vec<Observation>) {
+        let labels = |environment: String| EnvironmentLabels {
+            namespace: namespace.to_string(),
+            environment,
+        };
+        for o in observations {
+            match o {
+                Observation::Promoted { environment, lead } => {
+                    let l = labels(environment);
+                    self.environment_promotions.get_or_create(&l).inc();
+                    if let Some(lead) = lead {
+                        self.lead_time.get_or_create(&l).observe(lead.as_secs_f64());
+                    }
+                }
+                Observation::GateRun {
+                    environment,
+                    test,
+                    outcome,
+                } => {
+                    self.gate_runs
+                        .get_or_create(&GateRunLabels {
+                            namespace: namespace.to_string(),
+                            environment,
+                            test,
+                            outcome: outcome.into(),
+                        })
+                        .inc();
+                }
+                Observation::ApprovalWait {
+                    environment,
+                    waited,
+                } => self
+                    .approval_wait
+                    .get_or_create(&labels(environment))
+                    .observe(waited.as_secs_f64()),
+                Observation::QueueWait {
+                    environment,
+                    waited,
+                } => self
+                    .queue_wait
+                    .get_or_create(&labels(environment))
+                    .observe(waited.as_secs_f64()),
+            }
+        }
+    }
+
     fn run_finished(&self, run: &TestRun) {
         let provider = serde_json::to_value(run.provider)
             .ok()
             .and_then(|v| v.as_str().map(str::to_string))
             .unwrap_or_default();
-        let outcome = match run.state {
-            TestState::Passed => "passed",
-            TestState::Failed => "failed",
-            TestState::Cancelled => "cancelled",
-            TestState::TimedOut => "timed_out",
-            TestState::Pending | TestState::Running => return,
+        let Some(outcome) = delivery::outcome(run.state) else {
+            return;
         };
         self.test_runs
             .get_or_create(&RunLabels {

@@ -16,6 +16,8 @@ pub const FIELD_MANAGER: &str = "promotion-controller";
 pub struct KubeTrackerStore {
     api: Api<PullRequestTracker>,
     object: Mutex<PullRequestTracker>,
+    /// When the tracker was created: the start of its lead time.
+    created: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
     metrics: Option<Arc<Metrics>>,
 }
 
@@ -34,6 +36,7 @@ impl KubeTrackerStore {
         Self {
             api,
             object: Mutex::new(object),
+            created: tracker.metadata.creation_timestamp.clone(),
             metrics,
         }
     }
@@ -63,7 +66,8 @@ impl TrackerStore for KubeTrackerStore {
                     obj.status = Some(status.clone());
                 }
                 if let Some(m) = &self.metrics {
-                    m.status_saved(&previous, status);
+                    let namespace = body.metadata.namespace.as_deref().unwrap_or_default();
+                    m.status_saved(namespace, self.created.as_ref(), &previous, status);
                 }
                 Ok(())
             }

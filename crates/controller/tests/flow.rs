@@ -344,6 +344,12 @@ async fn without_auto_promote_it_waits_for_approval() {
         .expect("status");
     assert_eq!(st.promotions[0].promoted_by, "alice@example.com");
     h.wait_event("pr-42", "Approved").await;
+    let waited = format!(
+        "promotion_approval_wait_seconds_count{{namespace=\"{}\",environment=\"staging\"}} 1",
+        h.ctx.namespace
+    );
+    let text = h.metrics.render();
+    assert!(text.contains(&waited), "missing {waited:?} in:\n{text}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -559,4 +565,10 @@ async fn two_trackers_take_staging_one_at_a_time() {
             ("shop-staging".to_string(), SHA2.to_string()),
         ]
     );
+    let waited = format!(
+        "promotion_queue_wait_seconds_count{{namespace=\"{}\",environment=\"staging\"}} 1",
+        h.ctx.namespace
+    );
+    let text = h.metrics.render();
+    assert!(text.contains(&waited), "missing {waited:?} in:\n{text}");
 }

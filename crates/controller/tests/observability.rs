@@ -43,6 +43,23 @@ async fn metrics_count_what_the_trackers_show() {
     ] {
         assert!(text.contains(line), "missing {line:?} in:\n{text}");
     }
+    let ns = &h.ctx.namespace;
+    for line in [
+        format!(
+            "promotion_environment_promotions_total{{namespace=\"{ns}\",environment=\"staging\"}} 1"
+        ),
+        format!(
+            "promotion_lead_time_seconds_count{{namespace=\"{ns}\",environment=\"staging\"}} 1"
+        ),
+        format!(
+            "promotion_gate_runs_total{{namespace=\"{ns}\",environment=\"dev\",test=\"e2e\",outcome=\"failed\"}} 1"
+        ),
+        format!(
+            "promotion_gate_runs_total{{namespace=\"{ns}\",environment=\"dev\",test=\"e2e\",outcome=\"passed\"}} 1"
+        ),
+    ] {
+        assert!(text.contains(&line), "missing {line:?} in:\n{text}");
+    }
     assert!(
         text.contains("promotion_reconciles_total{result=\"ok\"}"),
         "{text}"

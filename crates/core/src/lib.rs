@@ -4,6 +4,7 @@
 
 pub mod callbacks;
 pub mod conditions;
+pub mod delivery;
 pub mod engine;
 #[cfg(any(test, feature = "fakes"))]
 pub mod fakes;
