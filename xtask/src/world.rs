@@ -107,7 +107,7 @@ impl World {
         })
     }
 
-    /// Creates (or resets) an opted-in Application, synced at `revision`.
+    /// Creates (or resets) an opted-in, watched Application, synced at `revision`.
     pub async fn application(
         &self,
         name: &str,
@@ -115,13 +115,14 @@ impl World {
         policy_namespace: &str,
         environment: &str,
     ) -> Result<()> {
-        let value = promotion_standins::argo::application(
+        let mut value = promotion_standins::argo::application(
             ARGOCD_NAMESPACE,
             name,
             revision,
             policy_namespace,
             environment,
         );
+        value["metadata"]["labels"]["promotion.io/watch"] = serde_json::json!("true");
         let obj: DynamicObject = serde_json::from_value(value)?;
         applications(&self.client)
             .patch(

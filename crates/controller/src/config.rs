@@ -36,13 +36,27 @@ pub struct Args {
     /// before Deploying fails, when the policy that promoted it sets no deployTimeout.
     #[arg(long, env = "PROMOTION_DEPLOY_TIMEOUT", default_value = "30m", value_parser = humantime::parse_duration)]
     pub deploy_timeout: Duration,
-    /// At most this many trackers reconciled at once (0: no limit).
+    /// At most this many routine reconciles (polls, watch events) at once (0: no limit).
     #[arg(
         long,
         env = "PROMOTION_MAX_CONCURRENT_RECONCILES",
         default_value_t = 32
     )]
     pub max_concurrent_reconciles: u16,
+    /// Reconciles woken by a CI callback or a user's approval or retry run in slots of
+    /// their own, at most this many at once, ahead of waiting polls (0: no limit).
+    #[arg(long, env = "PROMOTION_MAX_CONCURRENT_WAKES", default_value_t = 16)]
+    pub max_concurrent_wakes: u16,
+    /// Watch the Argo CD Applications labelled `promotion.io/watch: "true"` so a sync
+    /// wakes the trackers waiting on it at once (needs list and watch on applications).
+    #[arg(long, env = "PROMOTION_WATCH_APPLICATIONS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub watch_applications: bool,
+    /// Routine polls stretch (with jitter) up to this when many trackers wait for a poll slot.
+    #[arg(long, env = "PROMOTION_MAX_POLL_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub max_poll_interval: Duration,
+    /// The namespace of the watched Applications (all namespaces when absent).
+    #[arg(long, env = "PROMOTION_APPLICATIONS_NAMESPACE")]
+    pub applications_namespace: Option<String>,
     /// How many times a gate test the CI system never showed is triggered again before it fails.
     #[arg(long, env = "PROMOTION_MAX_REARMS", default_value_t = 1)]
     pub max_rearms: usize,

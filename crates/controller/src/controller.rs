@@ -1,6 +1,8 @@
 //! The PullRequestTracker controller: kube-runtime's Controller driving the engine.
 
+use crate::app_watch;
 use crate::events::KubeEventRecorder;
+use crate::lanes::Lanes;
 use crate::metrics::Metrics;
 use crate::policy_watch;
 use crate::store::KubeTrackerStore;
@@ -13,10 +15,12 @@ use kube::runtime::finalizer::{self, Event as Finalizer};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Predicate, WatchStreamExt, predicates, watcher};
 use kube::{Client, Resource, ResourceExt};
-use promotion_api::{PromotionPolicy, Provider, PullRequestTracker};
+use promotion_api::{Phase, PromotionPolicy, Provider, PullRequestTracker};
 use promotion_core::callbacks::CallbackRun;
 use promotion_core::conditions::{self, types};
-use promotion_core::engine::{Engine, EngineConfig, EngineError, Ports};
+use promotion_core::engine::{
+    APPROVE_ANNOTATION, Engine, EngineConfig, EngineError, Ports, RETRY_ANNOTATION,
+};
 use promotion_core::policy_cache::PolicyCache;
 use promotion_core::ports::{StoreError, TrackerDirectory};
 use std::collections::HashMap;
@@ -37,8 +41,19 @@ pub struct ControllerConfig {
     pub resync: Duration,
     /// The name on Events (`reportingController`).
     pub reporter: String,
-    /// At most this many trackers reconciled at once (0: no limit); bounds the load on CI APIs.
+    /// At most this many routine reconciles (polls, watch events) at once (0: no limit);
+    /// bounds the load on CI APIs.
     pub concurrency: u16,
+    /// Reconciles woken by a CI callback or a user's approval or retry run in slots of their
+    /// own, this many at once, ahead of polls waiting for theirs.
+    pub wake_concurrency: u16,
+    /// Watch the Applications labelled `promotion.io/watch: "true"` in the controller's
+    /// cluster, so their sync wakes the trackers waiting on them.
+    pub watch_applications: bool,
+    /// Where those Applications are (all namespaces when None).
+    pub applications_namespace: Option<String>,
+    /// Routine polls stretch up to this when many trackers wait for a poll slot.
+    pub max_poll_interval: Duration,
 }
 
 impl Default for ControllerConfig {
@@ -49,6 +64,10 @@ impl Default for ControllerConfig {
             resync: Duration::from_secs(300),
             reporter: "promotion-controller".into(),
             concurrency: 32,
+            wake_concurrency: 16,
+            watch_applications: false,
+            applications_namespace: None,
+            max_poll_interval: Duration::from_secs(60),
         }
     }
 }
@@ -99,6 +118,10 @@ pub struct Context {
     resync: Duration,
     metrics: Option<Arc<Metrics>>,
     failures: Mutex<HashMap<String, u32>>,
+    lanes: Arc<Lanes>,
+    trackers: Store<PullRequestTracker>,
+    poll: Duration,
+    max_poll: Duration,
 }
 
 /// When an unmatched CI callback is matched again (after the previous attempt).
@@ -197,7 +220,7 @@ pub async fn run(
     });
     let trackers_stream = reflector::reflector(
         writer,
-        watcher::watcher(trackers, watcher::Config::default()),
+        watcher::watcher(trackers, watcher::Config::default()).modify(slim),
     )
     .default_backoff()
     .applied_objects()
@@ -216,8 +239,13 @@ pub async fn run(
             refs_where(&reader, |t| t.namespace().as_deref() == Some(ns.as_str()))
         })
     };
+    let lanes = Arc::new(Lanes::new(
+        usize::from(config.concurrency),
+        usize::from(config.wake_concurrency),
+    ));
     let woken = {
         let reader = reader.clone();
+        let lanes = lanes.clone();
         let wake = hooks
             .wake
             .map(|rx| rx.boxed())
@@ -243,6 +271,21 @@ pub async fn run(
                 .flatten()
                 .boxed()
         })
+        .inspect(move |r: &ObjectRef<PullRequestTracker>| lanes.wake(&lane_key(r)))
+    };
+    let apps_changed = if config.watch_applications {
+        let reader = reader.clone();
+        let lanes = lanes.clone();
+        app_watch::changes(client.clone(), config.applications_namespace.clone())
+            .flat_map(move |app| {
+                refs_where(&reader, |t| waits_on(t, &app)).inspect({
+                    let lanes = lanes.clone();
+                    move |r| lanes.wake(&lane_key(r))
+                })
+            })
+            .boxed()
+    } else {
+        futures::stream::pending().boxed()
     };
     let ctx = Arc::new(Context {
         engine: Engine::new(ports, config.engine.clone()).with_directory(Arc::new(
@@ -260,10 +303,18 @@ pub async fn run(
         resync: config.resync,
         metrics: hooks.metrics,
         failures: Mutex::new(HashMap::new()),
+        lanes,
+        trackers: reader.clone(),
+        poll: config.engine.poll_interval,
+        max_poll: config.max_poll_interval,
     });
+    // No limit here: the lanes bound the work inside `reconcile`, where a wake can overtake.
     Controller::for_stream(trackers_stream, reader)
-        .with_config(kube::runtime::controller::Config::default().concurrency(config.concurrency))
-        .reconcile_on(futures::stream::select(by_namespace, woken))
+        .with_config(kube::runtime::controller::Config::default().concurrency(0))
+        .reconcile_on(futures::stream::select(
+            by_namespace,
+            futures::stream::select(woken, apps_changed),
+        ))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {
@@ -295,11 +346,49 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// Drops what the engine never reads before it enters the cache: managedFields and
+/// kubectl's last-applied copy are most of a small object's size.
+fn slim(t: &mut PullRequestTracker) {
+    t.managed_fields_mut().clear();
+    t.annotations_mut()
+        .remove("kubectl.kubernetes.io/last-applied-configuration");
+}
+
+/// The tracker's current Application is `app`, in the controller's own cluster.
+fn waits_on(t: &PullRequestTracker, app: &app_watch::AppChanged) -> bool {
+    t.status
+        .as_ref()
+        .and_then(|s| s.application.as_ref())
+        .is_some_and(|a| {
+            a.cluster == promotion_argocd::IN_CLUSTER
+                && a.namespace == app.namespace
+                && a.name == app.name
+        })
+}
+
+fn lane_key(r: &ObjectRef<PullRequestTracker>) -> String {
+    format!("{}/{}", r.namespace.as_deref().unwrap_or_default(), r.name)
+}
+
+/// A user asked for something the controller has not acted on yet (a retry, an approval).
+fn urgent(t: &PullRequestTracker) -> bool {
+    let annotation = |k: &str| t.annotations().get(k);
+    let status = t.status.as_ref();
+    let retry = annotation(RETRY_ANNOTATION);
+    let awaiting = status.and_then(|s| s.phase) == Some(Phase::AwaitingApproval);
+    (retry.is_some() && retry != status.and_then(|s| s.observed_retry.as_ref()))
+        || (awaiting && annotation(APPROVE_ANNOTATION).is_some())
+}
+
 async fn reconcile(tracker: Arc<PullRequestTracker>, ctx: Arc<Context>) -> Result<Action, Error> {
     let name = tracker.name_any();
     let ns = tracker.namespace().unwrap_or_default();
     let span = tracing::info_span!("reconcile", tracker = %name, namespace = %ns);
     async move {
+        let obj = ObjectRef::from_obj(tracker.as_ref());
+        let _slot = ctx.lanes.enter(&lane_key(&obj), urgent(&tracker)).await;
+        // The wait for a slot may have been long: decide on the newest version known.
+        let tracker = ctx.trackers.get(&obj).unwrap_or(tracker);
         let api: Api<PullRequestTracker> = Api::namespaced(ctx.client.clone(), &ns);
         let result = finalizer::finalizer(&api, FINALIZER, tracker, |event| async {
             match event {
@@ -345,7 +434,12 @@ async fn apply(
             if let Ok(mut f) = ctx.failures.lock() {
                 f.remove(&format!("{ns}/{name}"));
             }
-            Ok(Action::requeue(after.unwrap_or(ctx.resync).min(ctx.resync)))
+            let after = match after {
+                // A routine poll: it may wait longer while many others wait for a slot.
+                Some(d) if d >= ctx.poll => ctx.lanes.pace(d, ctx.max_poll.max(d)),
+                other => other.unwrap_or(ctx.resync),
+            };
+            Ok(Action::requeue(after.min(ctx.resync)))
         }
         // A newer version is on its way through the watch; decide again with it.
         Err(EngineError::Store(StoreError::Conflict)) => {

@@ -2,10 +2,12 @@
 //! controller, the policy watch, and the Kubernetes side of the engine's ports
 //! (status store, events).
 
+pub mod app_watch;
 pub mod config;
 pub mod controller;
 pub mod events;
 pub mod hot_swap;
+pub mod lanes;
 pub mod leader;
 pub mod metrics;
 pub mod policy_watch;

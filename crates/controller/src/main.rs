@@ -101,6 +101,10 @@ async fn main() -> anyhow::Result<()> {
         },
         namespace: args.namespace.clone(),
         concurrency: args.max_concurrent_reconciles,
+        wake_concurrency: args.max_concurrent_wakes,
+        watch_applications: args.watch_applications,
+        applications_namespace: args.applications_namespace.clone(),
+        max_poll_interval: args.max_poll_interval,
         ..ControllerConfig::default()
     };
     let ports = wiring.ports();

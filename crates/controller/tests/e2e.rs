@@ -35,6 +35,8 @@ enum Delivery {
     Callbacks,
     /// No callbacks: the controller polls often.
     Polling,
+    /// Callbacks, and the Applications are watched; a poll would come only after the test.
+    Watched,
 }
 
 /// Aborts a background task when the test ends.
@@ -94,7 +96,7 @@ impl World {
         };
         let standins = StandIns::start(StandInConfig {
             script: script.clone(),
-            callbacks: (delivery == Delivery::Callbacks).then(|| hooks.clone()),
+            callbacks: (delivery != Delivery::Polling).then(|| hooks.clone()),
         })
         .await
         .expect("stand-ins");
@@ -142,10 +144,9 @@ impl World {
             ("shop-staging", OLD, "staging"),
             ("shop-prod", OLD, "prod"),
         ] {
-            let app: DynamicObject = serde_json::from_value(promotion_standins::argo::application(
-                &ns, name, revision, &ns, env,
-            ))
-            .expect("an Application");
+            let mut app = promotion_standins::argo::application(&ns, name, revision, &ns, env);
+            app["metadata"]["labels"]["promotion.io/watch"] = json!("true");
+            let app: DynamicObject = serde_json::from_value(app).expect("an Application");
             apps(&client, &ns)
                 .create(&PostParams::default(), &app)
                 .await
@@ -172,6 +173,7 @@ impl World {
             // Longer than a CI run, so a run is usually seen finished through its callback.
             Delivery::Callbacks => Duration::from_secs(1),
             Delivery::Polling => Duration::from_millis(200),
+            Delivery::Watched => Duration::from_secs(600),
         };
         let config = ControllerConfig {
             engine: EngineConfig {
@@ -180,6 +182,8 @@ impl World {
                 ..EngineConfig::default()
             },
             namespace: Some(ns.clone()),
+            watch_applications: delivery == Delivery::Watched,
+            applications_namespace: Some(ns.clone()),
             ..ControllerConfig::default()
         };
         let hooks = Hooks {
@@ -474,6 +478,32 @@ async fn a_pull_request_goes_from_dev_to_prod_through_real_adapters() {
         callbacks.iter().all(|c| c.status == Some(202)),
         "{callbacks:#?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_application_sync_wakes_the_tracker_without_a_poll() {
+    // The poll interval (10 minutes) is far beyond the test's patience: only the
+    // callbacks and the Applications' watch can carry the PR to prod.
+    let world = World::start(
+        "e2e-app-watch",
+        Delivery::Watched,
+        CiScript::new(RUN_TIME),
+        |ns| {
+            vec![
+                policy("dev-to-staging", "dev", "staging", ns, json!([smoke()])),
+                policy("staging-to-prod", "staging", "prod", ns, json!([e2e()])),
+            ]
+        },
+        |_| {},
+    )
+    .await;
+    world.create_tracker().await;
+    world
+        .wait_for("Completed in prod", |t| {
+            phase(t) == Some(Phase::Completed) && environment(t) == Some("prod")
+        })
+        .await;
+    assert_eq!(world.target_revision("shop-prod").await, SHA);
 }
 
 #[tokio::test(flavor = "multi_thread")]

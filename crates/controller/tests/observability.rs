@@ -131,3 +131,77 @@ async fn a_ci_callback_wakes_the_tracker_before_the_next_poll() {
     }
     println!("promoted {:?} after the first callback", started.elapsed());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_callback_is_served_while_every_poll_slot_is_busy() {
+    let mut h = Harness::new("wake-lane").await;
+    h.concurrency = 2;
+    h.create_policy(policy(
+        "dev-to-staging",
+        "dev",
+        "staging",
+        serde_json::json!([
+            {"name": "smoke", "provider": "gitlab", "job": "smoke-${PR_NUMBER}"}
+        ]),
+    ))
+    .await;
+    h.ci.script("smoke-3", Script::Hang);
+    h.start();
+    let numbered = |name: &str, n: i64| {
+        let mut t = tracker(name);
+        t["spec"]["number"] = serde_json::json!(n);
+        t
+    };
+    h.create_tracker(numbered("pr-3", 3)).await;
+    let t = h
+        .wait_for("pr-3", "testing with a run id", |t| {
+            t.status
+                .as_ref()
+                .is_some_and(|s| s.test_runs.iter().any(|r| r.run_id.is_some()))
+        })
+        .await;
+    let run_id = t
+        .status
+        .and_then(|s| s.test_runs[0].run_id.clone())
+        .expect("run id");
+    // Two trackers whose CI never answers a status call take both poll slots for good.
+    {
+        let mut f = h.ci.faults.lock().expect("faults");
+        f.status_hang.insert("smoke-1".into());
+        f.status_hang.insert("smoke-2".into());
+    }
+    h.create_tracker(numbered("pr-1", 1)).await;
+    h.create_tracker(numbered("pr-2", 2)).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while h.ci.calls().hung < 2 {
+        assert!(Instant::now() < deadline, "the polls never hung");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // pr-3's run passes; only its callback can get it a slot now.
+    h.ci.finish("smoke-3", RunState::Passed);
+    let wake = h.wake.clone().expect("controller started");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !h
+        .argo
+        .promotions()
+        .contains(&("shop-staging".to_string(), SHA.to_string()))
+    {
+        wake.unbounded_send(Wake {
+            provider: Provider::Gitlab,
+            job: None,
+            id: run_id.clone(),
+        })
+        .expect("send");
+        assert!(
+            Instant::now() < deadline,
+            "the callback waited behind hung polls: {:?}",
+            h.ci.calls()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        h.ci.calls().hung,
+        2,
+        "the hung polls still hold their slots"
+    );
+}

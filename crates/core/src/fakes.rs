@@ -84,6 +84,8 @@ pub struct CiFaults {
     pub status_errors: VecDeque<PortError>,
     /// Answers to the next trigger calls, in order, before anything is started.
     pub trigger_errors: VecDeque<PortError>,
+    /// Jobs whose status calls never answer (a hung CI API without a timeout).
+    pub status_hang: std::collections::HashSet<String>,
 }
 
 /// Every call the fake CI system received, repeated ones included.
@@ -97,6 +99,8 @@ pub struct CiCalls {
     pub find: usize,
     /// Cancel calls.
     pub cancel: usize,
+    /// Status calls that hung (counted in `status` too).
+    pub hung: usize,
 }
 
 /// A CI system: every job follows its script.
@@ -246,6 +250,13 @@ impl TestRunner for FakeCi {
             .run_id
             .parse()
             .map_err(|_| PortError::permanent("bad run id"))?;
+        let hang = lock(&self.runs)
+            .get(&id)
+            .is_some_and(|r| lock(&self.faults).status_hang.contains(&r.job));
+        if hang {
+            lock(&self.calls).hung += 1;
+            std::future::pending::<()>().await;
+        }
         let mut runs = lock(&self.runs);
         let r = runs
             .get_mut(&id)

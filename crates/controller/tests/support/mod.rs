@@ -26,6 +26,8 @@ pub struct Harness {
     pub metrics: Arc<promotion_controller::metrics::Metrics>,
     /// How often the controller polls CI and Argo CD.
     pub poll: Duration,
+    /// Routine reconciles at once.
+    pub concurrency: u16,
     pub ready: Arc<std::sync::atomic::AtomicBool>,
     pub wake: Option<futures::channel::mpsc::UnboundedSender<controller::Wake>>,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -46,6 +48,7 @@ impl Harness {
             metrics: Arc::new(promotion_controller::metrics::Metrics::new()),
             ready: Arc::default(),
             poll: Duration::from_millis(100),
+            concurrency: ControllerConfig::default().concurrency,
             wake: None,
             task: None,
         }
@@ -65,6 +68,7 @@ impl Harness {
                 ..EngineConfig::default()
             },
             namespace: Some(self.ctx.namespace.clone()),
+            concurrency: self.concurrency,
             ..ControllerConfig::default()
         };
         let client = self.ctx.client.clone();

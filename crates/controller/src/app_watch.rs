@@ -1,0 +1,102 @@
+//! Watches the Argo CD Applications that opted in (label `promotion.io/watch:
+//! "true"`) in the controller's own cluster. A change of sync, health, revision
+//! or operation wakes the trackers waiting on that app at once, so polling
+//! Applications is only a slow safety net. Only a hash per app is kept: the
+//! objects themselves never enter a cache.
+
+use futures::{Stream, StreamExt};
+use kube::api::{Api, DynamicObject};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
+use std::collections::HashMap;
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+
+/// The label an Application carries to be watched (value `"true"`).
+pub const WATCH_LABEL: &str = "promotion.io/watch";
+
+/// An Application whose progress changed.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct AppChanged {
+    /// The Application's namespace.
+    pub namespace: String,
+    /// The Application's name.
+    pub name: String,
+}
+
+/// A digest of what the engine reads of an Application; `None` before Argo CD wrote a status.
+pub fn progress(app: &serde_json::Value) -> Option<u64> {
+    let status = app.get("status")?;
+    let mut h = DefaultHasher::new();
+    for field in [
+        "/sync/status",
+        "/sync/revision",
+        "/sync/revisions",
+        "/health/status",
+        "/operationState/phase",
+    ] {
+        status.pointer(field).map(|v| v.to_string()).hash(&mut h);
+    }
+    Some(h.finish())
+}
+
+/// The labelled Applications' changes, in `namespace` or all namespaces; each app
+/// is reported when its progress differs from what was last seen (also after a re-list).
+pub fn changes(client: Client, namespace: Option<String>) -> impl Stream<Item = AppChanged> + Send {
+    let resource = promotion_argocd::application_resource();
+    let api: Api<DynamicObject> = match namespace {
+        Some(ns) => Api::namespaced_with(client, &ns, &resource),
+        None => Api::all_with(client, &resource),
+    };
+    let config = watcher::Config::default().labels(&format!("{WATCH_LABEL}=true"));
+    let mut seen: HashMap<AppChanged, u64> = HashMap::new();
+    watcher::watcher(api, config)
+        .default_backoff()
+        .applied_objects()
+        .filter_map(move |event| {
+            let changed = match event {
+                Ok(app) => {
+                    let key = AppChanged {
+                        namespace: app.namespace().unwrap_or_default(),
+                        name: app.name_any(),
+                    };
+                    match progress(&app.data) {
+                        Some(p) if seen.get(&key) != Some(&p) => {
+                            seen.insert(key.clone(), p);
+                            Some(key)
+                        }
+                        _ => None,
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "watching Argo CD Applications; polling covers the gap");
+                    None
+                }
+            };
+            futures::future::ready(changed)
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn progress_changes_with_what_the_engine_reads_and_only_that() {
+        let app = |sync: &str, rev: &str, note: &str| {
+            json!({"status": {"sync": {"status": sync, "revision": rev},
+                "health": {"status": "Healthy"}, "reconciledAt": note}})
+        };
+        let a = progress(&app("Synced", "abc", "t1"));
+        assert!(a.is_some());
+        assert_eq!(
+            a,
+            progress(&app("Synced", "abc", "t2")),
+            "reconciledAt is noise"
+        );
+        assert_ne!(a, progress(&app("OutOfSync", "abc", "t1")));
+        assert_ne!(a, progress(&app("Synced", "def", "t1")));
+        assert_eq!(progress(&json!({"spec": {}})), None);
+    }
+}
