@@ -10,6 +10,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use crate::webhook::Endpoint;
 use promotion_api::{PullRequestTracker, PullRequestTrackerStatus, TestRun, TestState};
 use std::sync::{Mutex, OnceLock};
 
@@ -35,6 +36,14 @@ struct ProviderLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointLabels {
+    endpoint: String,
+}
+
+/// Which webhook endpoints have a usable secret, asked at each scrape.
+type WebhookSource = Box<dyn Fn() -> Vec<(Endpoint, bool)> + Send + Sync>;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HopLabels {
     source: String,
     target: String,
@@ -50,7 +59,9 @@ pub struct Metrics {
     promotions: Family<HopLabels, Counter>,
     pass_to_promotion: Histogram,
     status_writes: Counter,
+    webhook_endpoints: Family<EndpointLabels, Gauge>,
     trackers_source: OnceLock<Store<PullRequestTracker>>,
+    webhook_source: OnceLock<WebhookSource>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -109,6 +120,12 @@ impl Metrics {
             "Tracker status writes",
             status_writes.clone(),
         );
+        let webhook_endpoints = Family::<EndpointLabels, Gauge>::default();
+        registry.register(
+            "webhook_endpoint_enabled",
+            "1 when the webhook endpoint has a usable secret, 0 when it refuses every request (503)",
+            webhook_endpoints.clone(),
+        );
         Self {
             registry: Mutex::new(registry),
             reconciles,
@@ -118,8 +135,23 @@ impl Metrics {
             promotions,
             pass_to_promotion,
             status_writes,
+            webhook_endpoints,
             trackers_source: OnceLock::new(),
+            webhook_source: OnceLock::new(),
         }
+    }
+
+    /// Asks `source` at each scrape which webhook endpoints are enabled.
+    pub fn set_webhook_source(
+        &self,
+        source: impl Fn() -> Vec<(Endpoint, bool)> + Send + Sync + 'static,
+    ) {
+        let _ = self.webhook_source.set(Box::new(source));
+    }
+
+    /// Each webhook endpoint and whether it is enabled (empty until a source is set).
+    pub fn webhook_endpoints(&self) -> Vec<(Endpoint, bool)> {
+        self.webhook_source.get().map(|s| s()).unwrap_or_default()
     }
 
     /// Counts trackers by phase from this store at each scrape.
@@ -207,6 +239,13 @@ impl Metrics {
                     .unwrap_or_else(|| "Pending".into());
                 self.trackers.get_or_create(&PhaseLabels { phase }).inc();
             }
+        }
+        for (endpoint, enabled) in self.webhook_endpoints() {
+            self.webhook_endpoints
+                .get_or_create(&EndpointLabels {
+                    endpoint: endpoint.name().into(),
+                })
+                .set(i64::from(enabled));
         }
         let mut out = String::new();
         if let Ok(registry) = self.registry.lock() {
