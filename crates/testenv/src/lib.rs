@@ -6,7 +6,7 @@
 //! itself on first use and stops it when the process exits (or dies).
 
 pub mod binaries;
-mod certs;
+pub mod certs;
 mod control_plane;
 pub mod table;
 
