@@ -1,6 +1,6 @@
 //! The PullRequestTracker controller: kube-runtime's Controller driving the engine.
 
-use crate::events::KubeEventRecorder;
+use crate::events::EventPublisher;
 use crate::metrics::Metrics;
 use crate::policy_watch;
 use crate::store::KubeTrackerStore;
@@ -8,7 +8,7 @@ use futures::StreamExt;
 use futures::channel::mpsc::UnboundedReceiver;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::finalizer::{self, Event as Finalizer};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Predicate, WatchStreamExt, predicates, watcher};
@@ -95,7 +95,7 @@ pub struct Context {
     engine: Engine,
     policies: PolicyCache,
     client: Client,
-    recorder: Recorder,
+    recorder: EventPublisher,
     resync: Duration,
     metrics: Option<Arc<Metrics>>,
     failures: Mutex<HashMap<String, u32>>,
@@ -250,7 +250,7 @@ pub async fn run(
         )),
         policies: cache,
         client: client.clone(),
-        recorder: Recorder::new(
+        recorder: EventPublisher::new(
             client,
             Reporter {
                 controller: config.reporter.clone(),
@@ -327,7 +327,7 @@ async fn apply(
     let name = tracker.name_any();
     let ns = tracker.namespace().unwrap_or_default();
     let store = KubeTrackerStore::new(api.clone(), tracker, ctx.metrics.clone());
-    let events = KubeEventRecorder::new(ctx.recorder.clone(), tracker.object_ref(&()));
+    let events = ctx.recorder.about(tracker.object_ref(&()));
     let result = ctx
         .engine
         .reconcile(tracker, &ctx.policies, &store, &events)
@@ -364,7 +364,7 @@ async fn cleanup(
     ctx: &Context,
 ) -> Result<Action, Error> {
     let store = KubeTrackerStore::new(api.clone(), tracker, ctx.metrics.clone());
-    let events = KubeEventRecorder::new(ctx.recorder.clone(), tracker.object_ref(&()));
+    let events = ctx.recorder.about(tracker.object_ref(&()));
     match ctx.engine.finish(tracker, &store, &events).await {
         Ok(()) | Err(EngineError::Store(StoreError::Gone)) => Ok(Action::await_change()),
         Err(e) => Err(e.into()),
