@@ -4,6 +4,9 @@
 //! request's journey, and the log must show every granted verb used and no request
 //! refused.
 //!
+//! The same run checks that the credentials it used (the GitHub token, the webhook
+//! secret) show in neither the controller's log, the tracker's status nor its Events.
+//!
 //! One verb is used only when a reconcile fails (a merge patch of the tracker's
 //! conditions): the journey makes one fail on purpose, with an admission policy
 //! that refuses the tracker's phase changes for a while (422, not 403).
@@ -336,6 +339,27 @@ config:
     .await;
     let controller_log = c.log();
     drop(c);
+
+    // The credentials it used are nowhere a tenant (or a log reader) looks.
+    let status = status_text(&trackers.get("shop-pr-42").await.expect("the tracker"));
+    let notes: Vec<String> = Api::<Event>::namespaced(client.clone(), &team)
+        .list(&ListParams::default())
+        .await
+        .expect("events")
+        .items
+        .into_iter()
+        .filter_map(|e| e.note)
+        .collect();
+    assert!(!notes.is_empty(), "the journey published Events");
+    for secret in [token.as_str(), WEBHOOK_SECRET] {
+        for (place, text) in [
+            ("the controller's log", controller_log.as_str()),
+            ("the tracker's status", status.as_str()),
+            ("the Events", &notes.join("\n")),
+        ] {
+            assert!(!text.contains(secret), "a credential shows in {place}");
+        }
+    }
 
     let text = std::fs::read_to_string(&log).expect("the audit log");
     let user = format!("system:serviceaccount:{release_ns}:audited-controller");
