@@ -80,10 +80,18 @@ pub struct Args {
     #[arg(long, env = "PROMOTION_PR_RESYNC_INTERVAL", default_value = "5m", value_parser = humantime::parse_duration)]
     pub pr_resync_interval: Duration,
     /// Serve the webhooks over TLS with this certificate chain (PEM; with --webhook-tls-key-file).
-    #[arg(long, env = "PROMOTION_WEBHOOK_TLS_CERT_FILE", requires = "webhook_tls_key_file")]
+    #[arg(
+        long,
+        env = "PROMOTION_WEBHOOK_TLS_CERT_FILE",
+        requires = "webhook_tls_key_file"
+    )]
     pub webhook_tls_cert_file: Option<PathBuf>,
     /// The private key of --webhook-tls-cert-file (PEM).
-    #[arg(long, env = "PROMOTION_WEBHOOK_TLS_KEY_FILE", requires = "webhook_tls_cert_file")]
+    #[arg(
+        long,
+        env = "PROMOTION_WEBHOOK_TLS_KEY_FILE",
+        requires = "webhook_tls_cert_file"
+    )]
     pub webhook_tls_key_file: Option<PathBuf>,
     /// How often the TLS files are read again; a changed pair applies to new connections.
     #[arg(long, env = "PROMOTION_WEBHOOK_TLS_RELOAD_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]

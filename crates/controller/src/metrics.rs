@@ -2,6 +2,7 @@
 //! transition it saves is compared with the one before, so the numbers are
 //! exactly what trackers show.
 
+use crate::webhook::Endpoint;
 use kube::runtime::reflector::Store;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
@@ -10,7 +11,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use crate::webhook::Endpoint;
 use promotion_api::{PullRequestTracker, PullRequestTrackerStatus, TestRun, TestState};
 use std::sync::{Mutex, OnceLock};
 

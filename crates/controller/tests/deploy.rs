@@ -709,7 +709,10 @@ async fn helm_installs_the_chart_with_every_value_changed() {
         "/etc/promotion-controller-tls/tls.crt"
     );
     assert_eq!(env["PROMOTION_WEBHOOK_TLS_RELOAD_INTERVAL"], "1m");
-    assert_eq!(pod["spec"]["volumes"][1]["secret"]["secretName"], "webhook-tls");
+    assert_eq!(
+        pod["spec"]["volumes"][1]["secret"]["secretName"],
+        "webhook-tls"
+    );
     assert_eq!(env["PROMOTION_LEADER_ELECTION"], "false");
     assert_eq!(env["PROMOTION_LOG_FORMAT"], "text");
     assert_eq!(env["PROMOTION_POLL_INTERVAL"], "30s");
@@ -1031,7 +1034,10 @@ async fn deliver_pr(c: &Controller, number: i64, sha: &str, updated_at: &str) ->
             &[
                 ("Content-Type", "application/json".into()),
                 ("X-GitHub-Event", "pull_request".into()),
-                ("X-GitHub-Delivery", format!("d3b07384-d113-4ec6-a1b2-{number:012x}")),
+                (
+                    "X-GitHub-Delivery",
+                    format!("d3b07384-d113-4ec6-a1b2-{number:012x}"),
+                ),
                 ("X-Hub-Signature-256", signature),
             ],
             &body,

@@ -530,7 +530,11 @@ async fn bad_input_is_refused_and_changes_nothing() {
         body.clone(),
     )
     .await;
-    assert_eq!(code, StatusCode::BAD_REQUEST, "no X-GitHub-Delivery: {text}");
+    assert_eq!(
+        code,
+        StatusCode::BAD_REQUEST,
+        "no X-GitHub-Delivery: {text}"
+    );
 
     let mut zero = pr_event("opened", SHA1, "2026-11-25T10:00:00Z");
     zero["number"] = json!(0);
@@ -855,7 +859,10 @@ async fn endpoints_with_an_empty_or_short_secret_refuse_everything() {
     )
     .await;
     assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{text}");
-    assert!(text.contains("webhook endpoint github is disabled"), "{text}");
+    assert!(
+        text.contains("webhook endpoint github is disabled"),
+        "{text}"
+    );
     let (code, text) = send(
         &router,
         "/webhooks/gitlab",
@@ -875,11 +882,20 @@ async fn endpoints_with_an_empty_or_short_secret_refuse_everything() {
     )
     .await;
     assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{text}");
-    assert!(!text.contains("short-token"), "the answer names no secret: {text}");
+    assert!(
+        !text.contains("short-token"),
+        "the answer names no secret: {text}"
+    );
 
     assert_eq!(fake.gets(), 0, "GitHub was not asked");
     let trackers: Api<PullRequestTracker> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
-    assert!(trackers.get_opt("shop-pr-42").await.expect("read").is_none());
+    assert!(
+        trackers
+            .get_opt("shop-pr-42")
+            .await
+            .expect("read")
+            .is_none()
+    );
     drop(router);
     assert!(
         wakes.next().await.is_none(),
@@ -965,10 +981,18 @@ async fn a_bad_key_in_the_webhook_secret_disables_that_endpoint_only() {
     let ready = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let probes = promotion_controller::probes::router(metrics, ready);
     let resp = probes
-        .oneshot(Request::get("/readyz").body(Body::empty()).expect("request"))
+        .oneshot(
+            Request::get("/readyz")
+                .body(Body::empty())
+                .expect("request"),
+        )
         .await
         .expect("answer");
-    assert_eq!(resp.status(), StatusCode::OK, "one endpoint off is no reason to restart");
+    assert_eq!(
+        resp.status(),
+        StatusCode::OK,
+        "one endpoint off is no reason to restart"
+    );
     let text = resp.into_body().collect().await.expect("body").to_bytes();
     let text = String::from_utf8_lossy(&text);
     assert!(

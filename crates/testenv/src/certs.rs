@@ -98,7 +98,10 @@ impl TestCa {
         let mut params = CertificateParams::new(Vec::<String>::new()).map_err(pki_err)?;
         params.distinguished_name = name(name_, None);
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
         let cert = params.self_signed(&key).map_err(pki_err)?;
         Ok(Self {
             cert_pem: cert.pem(),

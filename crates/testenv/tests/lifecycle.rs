@@ -148,6 +148,9 @@ fn an_audit_policy_makes_the_api_server_log_each_request() {
                 && e["responseStatus"]["code"] == 201
                 && e["user"]["username"] == "promotion-testenv-admin"
         });
-    assert!(created, "no audit event for creating namespace {name}:\n{text}");
+    assert!(
+        created,
+        "no audit event for creating namespace {name}:\n{text}"
+    );
     drop(plane);
 }

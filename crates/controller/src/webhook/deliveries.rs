@@ -81,7 +81,10 @@ mod tests {
         assert!(!d.claim(&keys("a", "2")), "the same id");
         assert!(d.claim(&keys("c", "3")));
         d.forget(&keys("c", "3"));
-        assert!(d.claim(&keys("c", "3")), "a forgotten delivery is new again");
+        assert!(
+            d.claim(&keys("c", "3")),
+            "a forgotten delivery is new again"
+        );
     }
 
     #[test]

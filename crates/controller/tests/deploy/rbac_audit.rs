@@ -222,8 +222,9 @@ async fn a_namespaced_install_uses_every_right_it_is_granted_and_is_refused_none
         ("github-bot", json!({"token": token})),
         ("promotion-webhooks", json!({"github": WEBHOOK_SECRET})),
     ] {
-        let s: Secret = serde_json::from_value(json!({"metadata": {"name": name}, "stringData": data}))
-            .expect("a Secret");
+        let s: Secret =
+            serde_json::from_value(json!({"metadata": {"name": name}, "stringData": data}))
+                .expect("a Secret");
         secrets
             .create(&PostParams::default(), &s)
             .await
@@ -304,7 +305,10 @@ config:
     })
     .await;
     // ... and once the refusal is gone, the PR goes on to staging.
-    let admission = ["ValidatingAdmissionPolicyBinding", "ValidatingAdmissionPolicy"];
+    let admission = [
+        "ValidatingAdmissionPolicyBinding",
+        "ValidatingAdmissionPolicy",
+    ];
     for kind in admission {
         let ar = kube::discovery::ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk(
             "admissionregistration.k8s.io",
@@ -316,10 +320,14 @@ config:
             .await
             .unwrap_or_else(|e| panic!("deleting the {kind}: {e}"));
     }
-    wait_until("the staging Application to be promoted", &mut c, async || {
-        let app = apps.get("shop-staging").await.ok()?;
-        (app.data["spec"]["source"]["targetRevision"] == SHA).then_some(())
-    })
+    wait_until(
+        "the staging Application to be promoted",
+        &mut c,
+        async || {
+            let app = apps.get("shop-staging").await.ok()?;
+            (app.data["spec"]["source"]["targetRevision"] == SHA).then_some(())
+        },
+    )
     .await;
     apps.patch(
         "shop-staging",
@@ -364,7 +372,10 @@ config:
     let text = std::fs::read_to_string(&log).expect("the audit log");
     let user = format!("system:serviceaccount:{release_ns}:audited-controller");
     let requests = requests_of(&text, &user);
-    assert!(!requests.is_empty(), "the audit log shows the controller's requests");
+    assert!(
+        !requests.is_empty(),
+        "the audit log shows the controller's requests"
+    );
     let refused: BTreeSet<String> = requests
         .iter()
         .filter(|r| r.code == 403)
