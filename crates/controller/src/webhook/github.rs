@@ -95,7 +95,7 @@ pub(super) async fn receive(
 ) -> Response {
     let secret = match hooks.secret(Endpoint::Github) {
         Ok(s) => s,
-        Err(disabled) => return disabled,
+        Err(disabled) => return disabled.into_response(),
     };
     // The signature covers the body as sent, form encoding included.
     if !verify_github_signature(&secret, &body, header(&headers, "x-hub-signature-256")) {

@@ -4,7 +4,7 @@ use super::{Endpoint, Webhooks, accepted, header, refuse, token_matches, wake};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use promotion_api::Provider;
 use serde::Deserialize;
 use std::sync::Arc;
@@ -26,7 +26,7 @@ pub(super) async fn receive(
 ) -> Response {
     let secret = match hooks.secret(Endpoint::Gitlab) {
         Ok(s) => s,
-        Err(disabled) => return disabled,
+        Err(disabled) => return disabled.into_response(),
     };
     if !token_matches(
         &secret,

@@ -10,7 +10,7 @@ use super::{Endpoint, Webhooks, header, refuse, token_matches, wake};
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use promotion_api::Provider;
 use serde::Deserialize;
@@ -81,7 +81,7 @@ pub(super) async fn receive_with_token(
 fn notification(hooks: &Webhooks, given: Option<&[u8]>, body: &[u8]) -> Response {
     let secret = match hooks.secret(Endpoint::Jenkins) {
         Ok(s) => s,
-        Err(disabled) => return disabled,
+        Err(disabled) => return disabled.into_response(),
     };
     if !token_matches(&secret, given) {
         return refuse(

@@ -157,22 +157,12 @@ impl Webhooks {
         self
     }
 
-    /// The secret of `endpoint`, or the 503 that a disabled endpoint answers.
-    fn secret(&self, endpoint: Endpoint) -> Result<Vec<u8>, Response> {
+    /// The secret of `endpoint`, or [`Disabled`] when it has no usable one.
+    fn secret(&self, endpoint: Endpoint) -> Result<Vec<u8>, Disabled> {
         let secrets = (self.secrets)();
-        match check_secret(secrets.get(endpoint)) {
-            Ok(s) => Ok(s.to_vec()),
-            // The caller learns the endpoint is off, not how long its secret is.
-            Err(_) => Err(refuse(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!(
-                    "webhook endpoint {} is disabled: its secret (key {:?} of the webhook Secret) \
-                     is missing or shorter than {MIN_SECRET_LEN} bytes; the controller's log says which",
-                    endpoint.name(),
-                    endpoint.name()
-                ),
-            )),
-        }
+        check_secret(secrets.get(endpoint))
+            .map(<[u8]>::to_vec)
+            .map_err(|_| Disabled(endpoint))
     }
 
     /// Pull request deliveries are applied through `sync` (GitHub's truth to trackers).
@@ -194,6 +184,23 @@ impl Webhooks {
             )
             .layer(DefaultBodyLimit::max(MAX_BODY))
             .with_state(Arc::new(self))
+    }
+}
+
+/// An endpoint without a usable secret: it answers 503 to everything.
+struct Disabled(Endpoint);
+
+impl IntoResponse for Disabled {
+    fn into_response(self) -> Response {
+        let name = self.0.name();
+        // The caller learns the endpoint is off, not how long its secret is.
+        refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "webhook endpoint {name} is disabled: its secret (key {name:?} of the webhook Secret) \
+                 is missing or shorter than {MIN_SECRET_LEN} bytes; the controller's log says which"
+            ),
+        )
     }
 }
 
