@@ -380,15 +380,24 @@ fn the_chart_crds_are_the_generated_ones() {
 fn the_chart_and_the_manifests_describe_the_same_controller() {
     let chart = render_chart("promotion-controller", "promotion-system", &yaml("{}"));
     let manifests = kustomize(&root().join("deploy/manifests"), None);
-    for (kind, name) in [
-        ("ClusterRole", "promotion-controller"),
-        ("Role", "promotion-controller"),
-        ("ClusterRole", "promotion-approver"),
+    // The chart names the approvers' role after the release (two releases coexist).
+    for (kind, in_chart, in_manifests) in [
+        (
+            "ClusterRole",
+            "promotion-controller",
+            "promotion-controller",
+        ),
+        ("Role", "promotion-controller", "promotion-controller"),
+        (
+            "ClusterRole",
+            "promotion-controller-approver",
+            "promotion-approver",
+        ),
     ] {
         assert_eq!(
-            rules(&chart, kind, name),
-            rules(&manifests, kind, name),
-            "the chart's and the manifests' {kind} {name} rules differ"
+            rules(&chart, kind, in_chart),
+            rules(&manifests, kind, in_manifests),
+            "the chart's {kind} {in_chart} and the manifests' {in_manifests} rules differ"
         );
     }
     // The same approval policy, bound the same way.
@@ -438,6 +447,25 @@ fn the_chart_and_the_manifests_describe_the_same_controller() {
             }
         }
     }
+}
+
+/// Two releases with default values (two teams' controllers, or a second one
+/// being tried out): no cluster-scoped object of one has the name of the other's,
+/// so Helm installs both.
+#[test]
+fn two_releases_share_no_cluster_scoped_name() {
+    let names = |release: &str, namespace: &str| -> Vec<String> {
+        render_chart(release, namespace, &yaml("{}"))
+            .iter()
+            .filter(|o| cluster_scoped(kind_of(o)) && kind_of(o) != "CustomResourceDefinition")
+            .map(|o| format!("{} {}", kind_of(o), name_of(o)))
+            .collect()
+    };
+    let first = names("promotion-a", "team-a-system");
+    let second = names("promotion-b", "team-b-system");
+    assert!(!first.is_empty());
+    let shared: Vec<&String> = first.iter().filter(|n| second.contains(n)).collect();
+    assert!(shared.is_empty(), "both releases would create {shared:?}");
 }
 
 #[test]

@@ -58,3 +58,8 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
   resources: ["applications"]
   verbs: ["get", "patch"]
 {{- end }}
+
+{{/* The approvers' example ClusterRole: named after the release unless named. */}}
+{{- define "promotion-controller.approverRoleName" -}}
+{{ default (printf "%s-approver" (include "promotion-controller.fullname" .)) .Values.approval.approverRole.name }}
+{{- end }}
