@@ -40,14 +40,23 @@ pub fn progress(app: &serde_json::Value) -> Option<u64> {
     Some(h.finish())
 }
 
-/// The labelled Applications' changes, in `namespace` or all namespaces; each app
-/// is reported when its progress differs from what was last seen (also after a re-list).
-pub fn changes(client: Client, namespace: Option<String>) -> impl Stream<Item = AppChanged> + Send {
+/// The labelled Applications' changes in `namespaces` (all when empty); each app is
+/// reported when its progress differs from what was last seen (also after a re-list).
+pub fn changes(
+    client: Client,
+    namespaces: &[String],
+) -> futures::stream::BoxStream<'static, AppChanged> {
     let resource = promotion_argocd::application_resource();
-    let api: Api<DynamicObject> = match namespace {
-        Some(ns) => Api::namespaced_with(client, &ns, &resource),
-        None => Api::all_with(client, &resource),
-    };
+    if namespaces.is_empty() {
+        return watch(Api::all_with(client, &resource)).boxed();
+    }
+    let each = namespaces
+        .iter()
+        .map(|ns| watch(Api::namespaced_with(client.clone(), ns, &resource)).boxed());
+    futures::stream::select_all(each).boxed()
+}
+
+fn watch(api: Api<DynamicObject>) -> impl Stream<Item = AppChanged> + Send {
     let config = watcher::Config::default().labels(&format!("{WATCH_LABEL}=true"));
     let mut seen: HashMap<AppChanged, u64> = HashMap::new();
     watcher::watcher(api, config)

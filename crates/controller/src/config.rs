@@ -54,9 +54,9 @@ pub struct Args {
     /// Routine polls stretch (with jitter) up to this when many trackers wait for a poll slot.
     #[arg(long, env = "PROMOTION_MAX_POLL_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
     pub max_poll_interval: Duration,
-    /// The namespace of the watched Applications (all namespaces when absent).
-    #[arg(long, env = "PROMOTION_APPLICATIONS_NAMESPACE")]
-    pub applications_namespace: Option<String>,
+    /// The namespaces of the watched Applications, comma-separated (all namespaces when absent).
+    #[arg(long, env = "PROMOTION_APPLICATIONS_NAMESPACES", value_delimiter = ',')]
+    pub applications_namespaces: Vec<String>,
     /// How many times a gate test the CI system never showed is triggered again before it fails.
     #[arg(long, env = "PROMOTION_MAX_REARMS", default_value_t = 1)]
     pub max_rearms: usize,
@@ -93,6 +93,42 @@ pub struct Args {
     /// applied to their trackers (catches lost webhook deliveries); 0s disables it.
     #[arg(long, env = "PROMOTION_PR_RESYNC_INTERVAL", default_value = "5m", value_parser = humantime::parse_duration)]
     pub pr_resync_interval: Duration,
+    /// Serve the webhooks over TLS with this certificate chain (PEM; with --webhook-tls-key-file).
+    #[arg(
+        long,
+        env = "PROMOTION_WEBHOOK_TLS_CERT_FILE",
+        requires = "webhook_tls_key_file"
+    )]
+    pub webhook_tls_cert_file: Option<PathBuf>,
+    /// The private key of --webhook-tls-cert-file (PEM).
+    #[arg(
+        long,
+        env = "PROMOTION_WEBHOOK_TLS_KEY_FILE",
+        requires = "webhook_tls_cert_file"
+    )]
+    pub webhook_tls_key_file: Option<PathBuf>,
+    /// How often the TLS files are read again; a changed pair applies to new connections.
+    #[arg(long, env = "PROMOTION_WEBHOOK_TLS_RELOAD_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub webhook_tls_reload_interval: Duration,
+    /// How many GitHub deliveries are remembered to ignore replays (per replica, in memory).
+    #[arg(long, env = "PROMOTION_WEBHOOK_DELIVERY_CACHE", default_value_t = crate::webhook::deliveries::DEFAULT_CAPACITY)]
+    pub webhook_delivery_cache: usize,
+    /// How long a GitHub delivery is remembered to ignore its replays.
+    #[arg(long, env = "PROMOTION_WEBHOOK_DELIVERY_TTL", default_value = "72h", value_parser = humantime::parse_duration)]
+    pub webhook_delivery_ttl: Duration,
+}
+
+impl Args {
+    /// The webhook TLS files, when TLS is asked for.
+    pub fn webhook_tls(&self) -> Option<crate::webhook::tls::TlsFiles> {
+        match (&self.webhook_tls_cert_file, &self.webhook_tls_key_file) {
+            (Some(cert), Some(key)) => Some(crate::webhook::tls::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ => None,
+        }
+    }
 }
 
 pub use promotion_adapters::{ConnectionEntry, SecretName};

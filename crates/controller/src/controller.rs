@@ -1,7 +1,7 @@
 //! The PullRequestTracker controller: kube-runtime's Controller driving the engine.
 
 use crate::app_watch;
-use crate::events::KubeEventRecorder;
+use crate::events::EventPublisher;
 use crate::lanes::Lanes;
 use crate::metrics::Metrics;
 use crate::policy_watch;
@@ -10,7 +10,7 @@ use futures::StreamExt;
 use futures::channel::mpsc::UnboundedReceiver;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::finalizer::{self, Event as Finalizer};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Predicate, WatchStreamExt, predicates, watcher};
@@ -50,8 +50,8 @@ pub struct ControllerConfig {
     /// Watch the Applications labelled `promotion.io/watch: "true"` in the controller's
     /// cluster, so their sync wakes the trackers waiting on them.
     pub watch_applications: bool,
-    /// Where those Applications are (all namespaces when None).
-    pub applications_namespace: Option<String>,
+    /// Where those Applications are (all namespaces when empty).
+    pub applications_namespaces: Vec<String>,
     /// Routine polls stretch up to this when many trackers wait for a poll slot.
     pub max_poll_interval: Duration,
 }
@@ -66,7 +66,7 @@ impl Default for ControllerConfig {
             concurrency: 32,
             wake_concurrency: 16,
             watch_applications: false,
-            applications_namespace: None,
+            applications_namespaces: Vec::new(),
             max_poll_interval: Duration::from_secs(60),
         }
     }
@@ -114,7 +114,7 @@ pub struct Context {
     engine: Engine,
     policies: PolicyCache,
     client: Client,
-    recorder: Recorder,
+    recorder: EventPublisher,
     resync: Duration,
     metrics: Option<Arc<Metrics>>,
     failures: Mutex<HashMap<String, u32>>,
@@ -276,7 +276,7 @@ pub async fn run(
     let apps_changed = if config.watch_applications {
         let reader = reader.clone();
         let lanes = lanes.clone();
-        app_watch::changes(client.clone(), config.applications_namespace.clone())
+        app_watch::changes(client.clone(), &config.applications_namespaces)
             .flat_map(move |app| {
                 refs_where(&reader, |t| waits_on(t, &app)).inspect({
                     let lanes = lanes.clone();
@@ -293,7 +293,7 @@ pub async fn run(
         )),
         policies: cache,
         client: client.clone(),
-        recorder: Recorder::new(
+        recorder: EventPublisher::new(
             client,
             Reporter {
                 controller: config.reporter.clone(),
@@ -416,7 +416,7 @@ async fn apply(
     let name = tracker.name_any();
     let ns = tracker.namespace().unwrap_or_default();
     let store = KubeTrackerStore::new(api.clone(), tracker, ctx.metrics.clone());
-    let events = KubeEventRecorder::new(ctx.recorder.clone(), tracker.object_ref(&()));
+    let events = ctx.recorder.about(tracker.object_ref(&()));
     let result = ctx
         .engine
         .reconcile(tracker, &ctx.policies, &store, &events)
@@ -458,7 +458,7 @@ async fn cleanup(
     ctx: &Context,
 ) -> Result<Action, Error> {
     let store = KubeTrackerStore::new(api.clone(), tracker, ctx.metrics.clone());
-    let events = KubeEventRecorder::new(ctx.recorder.clone(), tracker.object_ref(&()));
+    let events = ctx.recorder.about(tracker.object_ref(&()));
     match ctx.engine.finish(tracker, &store, &events).await {
         Ok(()) | Err(EngineError::Store(StoreError::Gone)) => Ok(Action::await_change()),
         Err(e) => Err(e.into()),

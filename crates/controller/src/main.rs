@@ -12,7 +12,8 @@ use promotion_controller::controller::{self, ControllerConfig, Hooks};
 use promotion_controller::leader::{self, Leadership};
 use promotion_controller::metrics::Metrics;
 use promotion_controller::pr_sync::PullRequestSync;
-use promotion_controller::webhook::Webhooks;
+use promotion_controller::webhook::tls::TlsListener;
+use promotion_controller::webhook::{Deliveries, Webhooks};
 use promotion_controller::{probes, resync, telemetry, wiring};
 use promotion_core::engine::EngineConfig;
 use std::future::Future;
@@ -52,15 +53,38 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", args.webhook_address))?;
     let secrets = wiring.webhook_secrets();
+    {
+        let secrets = secrets.clone();
+        metrics.set_webhook_source(move || secrets.get().enabled());
+    }
     let pull_requests = pull_request_sync(&client, &wiring, &file);
     let webhook_app = Webhooks::new(move || secrets.get(), wake_tx)
         .with_pull_requests(pull_requests.clone())
+        .with_deliveries(Deliveries::new(
+            args.webhook_delivery_cache,
+            args.webhook_delivery_ttl,
+        ))
         .router();
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(webhook_listener, webhook_app).await {
-            tracing::error!(error = %e, "webhook server stopped");
+    match args.webhook_tls() {
+        Some(files) => {
+            let tls = TlsListener::bind(webhook_listener, files, args.webhook_tls_reload_interval)
+                .await
+                .context("the webhook TLS certificate")?;
+            tracing::info!(address = %args.webhook_address, "webhooks served over TLS");
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(tls, webhook_app).await {
+                    tracing::error!(error = %e, "webhook server stopped");
+                }
+            });
         }
-    });
+        None => {
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(webhook_listener, webhook_app).await {
+                    tracing::error!(error = %e, "webhook server stopped");
+                }
+            });
+        }
+    }
 
     let mut leadership = None;
     if args.leader_election {
@@ -103,7 +127,7 @@ async fn main() -> anyhow::Result<()> {
         concurrency: args.max_concurrent_reconciles,
         wake_concurrency: args.max_concurrent_wakes,
         watch_applications: args.watch_applications,
-        applications_namespace: args.applications_namespace.clone(),
+        applications_namespaces: args.applications_namespaces.clone(),
         max_poll_interval: args.max_poll_interval,
         ..ControllerConfig::default()
     };

@@ -2,6 +2,7 @@
 //! transition it saves is compared with the one before, so the numbers are
 //! exactly what trackers show.
 
+use crate::webhook::Endpoint;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::reflector::Store;
@@ -36,6 +37,14 @@ struct RunLabels {
 struct ProviderLabels {
     provider: String,
 }
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointLabels {
+    endpoint: String,
+}
+
+/// Which webhook endpoints have a usable secret, asked at each scrape.
+type WebhookSource = Box<dyn Fn() -> Vec<(Endpoint, bool)> + Send + Sync>;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HopLabels {
@@ -77,7 +86,9 @@ pub struct Metrics {
     gate_runs: Family<GateRunLabels, Counter>,
     approval_wait: Family<EnvironmentLabels, Histogram>,
     queue_wait: Family<EnvironmentLabels, Histogram>,
+    webhook_endpoints: Family<EndpointLabels, Gauge>,
     trackers_source: OnceLock<Store<PullRequestTracker>>,
+    webhook_source: OnceLock<WebhookSource>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -169,6 +180,12 @@ impl Metrics {
             "Time a PR waited in the queue for an environment another PR held",
             queue_wait.clone(),
         );
+        let webhook_endpoints = Family::<EndpointLabels, Gauge>::default();
+        registry.register(
+            "webhook_endpoint_enabled",
+            "1 when the webhook endpoint has a usable secret, 0 when it refuses every request (503)",
+            webhook_endpoints.clone(),
+        );
         Self {
             registry: Mutex::new(registry),
             lead_time,
@@ -183,8 +200,23 @@ impl Metrics {
             promotions,
             pass_to_promotion,
             status_writes,
+            webhook_endpoints,
             trackers_source: OnceLock::new(),
+            webhook_source: OnceLock::new(),
         }
+    }
+
+    /// Asks `source` at each scrape which webhook endpoints are enabled.
+    pub fn set_webhook_source(
+        &self,
+        source: impl Fn() -> Vec<(Endpoint, bool)> + Send + Sync + 'static,
+    ) {
+        let _ = self.webhook_source.set(Box::new(source));
+    }
+
+    /// Each webhook endpoint and whether it is enabled (empty until a source is set).
+    pub fn webhook_endpoints(&self) -> Vec<(Endpoint, bool)> {
+        self.webhook_source.get().map(|s| s()).unwrap_or_default()
     }
 
     /// Counts trackers by phase from this store at each scrape.
@@ -325,6 +357,13 @@ impl Metrics {
                     .unwrap_or_else(|| "Pending".into());
                 self.trackers.get_or_create(&PhaseLabels { phase }).inc();
             }
+        }
+        for (endpoint, enabled) in self.webhook_endpoints() {
+            self.webhook_endpoints
+                .get_or_create(&EndpointLabels {
+                    endpoint: endpoint.name().into(),
+                })
+                .set(i64::from(enabled));
         }
         let mut out = String::new();
         if let Ok(registry) = self.registry.lock() {

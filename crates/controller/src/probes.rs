@@ -36,10 +36,28 @@ async fn render(State(p): State<Probes>) -> impl IntoResponse {
     )
 }
 
+/// Ready while leading with synced caches. A webhook endpoint without a usable secret
+/// does not make the replica unready (reconciles, polls and the resync still work, and
+/// restarting would not bring the secret); the answer names it, as the metric does.
 async fn readyz(State(p): State<Probes>) -> impl IntoResponse {
-    if p.ready.load(Ordering::SeqCst) {
-        (StatusCode::OK, "ok")
+    let ready = p.ready.load(Ordering::SeqCst);
+    let mut text = if ready {
+        "ok".to_string()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "caches not synced yet")
+        "caches not synced yet".to_string()
+    };
+    for (endpoint, enabled) in p.metrics.webhook_endpoints() {
+        if !enabled {
+            text.push_str(&format!(
+                "\nwebhook endpoint {} disabled: no usable secret",
+                endpoint.name()
+            ));
+        }
     }
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, text)
 }

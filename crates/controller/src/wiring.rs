@@ -7,7 +7,7 @@
 
 use crate::config::{ConnectionEntry, FileConfig};
 use crate::hot_swap::{Swappable, Unavailable};
-use crate::webhook::WebhookSecrets;
+use crate::webhook::{Endpoint, SecretProblem, WebhookSecrets, check_secret};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
@@ -104,6 +104,11 @@ impl Wiring {
             github,
         };
         let webhook = WebhookSecretsHandle::default();
+        if file.webhook_secret_ref.is_none() {
+            tracing::error!(
+                "no webhookSecretRef in the configuration: every webhook endpoint is disabled (503)"
+            );
+        }
         let follower = SecretFollower {
             namespace: namespace.to_string(),
             slots: Arc::new(slots),
@@ -253,13 +258,42 @@ impl SecretFollower {
         if self.webhook_secret.as_deref() == Some(name)
             && let Ok(mut w) = self.webhook.0.write()
         {
-            let get = |k: &str| data.and_then(|d| d.get(k)).map(|v| v.trim_ascii().to_vec());
-            *w = WebhookSecrets {
-                github: get("github"),
-                gitlab: get("gitlab"),
-                jenkins: get("jenkins"),
-            };
+            *w = self.webhook_secrets(name, data);
         }
+    }
+
+    /// The usable webhook secrets of Secret `name`; every endpoint without one is
+    /// disabled (it answers 503), and the log says why, never what the value is.
+    fn webhook_secrets(&self, name: &str, data: Option<&SecretData>) -> WebhookSecrets {
+        let mut secrets = WebhookSecrets::default();
+        for endpoint in Endpoint::ALL {
+            let key = endpoint.name();
+            let value = data.and_then(|d| d.get(key)).map(|v| v.trim_ascii());
+            let usable = match (data, check_secret(value)) {
+                (_, Ok(v)) => Some(v.to_vec()),
+                (None, Err(_)) => {
+                    tracing::error!(endpoint = key, secret = %format!("{}/{name}", self.namespace),
+                        "webhook endpoint disabled: the webhook Secret does not exist");
+                    None
+                }
+                (Some(_), Err(SecretProblem::Missing)) => {
+                    tracing::warn!(endpoint = key, secret = %format!("{}/{name}", self.namespace),
+                        "webhook endpoint disabled: the webhook Secret has no key {key:?}");
+                    None
+                }
+                (Some(_), Err(problem)) => {
+                    tracing::error!(endpoint = key, secret = %format!("{}/{name}", self.namespace),
+                        "webhook endpoint disabled: key {key:?}: {problem}");
+                    None
+                }
+            };
+            match endpoint {
+                Endpoint::Github => secrets.github = usable,
+                Endpoint::Gitlab => secrets.gitlab = usable,
+                Endpoint::Jenkins => secrets.jenkins = usable,
+            }
+        }
+        secrets
     }
 
     fn build(&self, entry: &ConnectionEntry, data: &SecretData) -> Result<Adapter, String> {

@@ -11,6 +11,8 @@
 mod approval;
 #[path = "deploy/helm.rs"]
 mod helm;
+#[path = "deploy/rbac_audit.rs"]
+mod rbac_audit;
 
 use hmac::{Hmac, Mac};
 use k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicy;
@@ -378,15 +380,24 @@ fn the_chart_crds_are_the_generated_ones() {
 fn the_chart_and_the_manifests_describe_the_same_controller() {
     let chart = render_chart("promotion-controller", "promotion-system", &yaml("{}"));
     let manifests = kustomize(&root().join("deploy/manifests"), None);
-    for (kind, name) in [
-        ("ClusterRole", "promotion-controller"),
-        ("Role", "promotion-controller"),
-        ("ClusterRole", "promotion-approver"),
+    // The chart names the approvers' role after the release (two releases coexist).
+    for (kind, in_chart, in_manifests) in [
+        (
+            "ClusterRole",
+            "promotion-controller",
+            "promotion-controller",
+        ),
+        ("Role", "promotion-controller", "promotion-controller"),
+        (
+            "ClusterRole",
+            "promotion-controller-approver",
+            "promotion-approver",
+        ),
     ] {
         assert_eq!(
-            rules(&chart, kind, name),
-            rules(&manifests, kind, name),
-            "the chart's and the manifests' {kind} {name} rules differ"
+            rules(&chart, kind, in_chart),
+            rules(&manifests, kind, in_manifests),
+            "the chart's {kind} {in_chart} and the manifests' {in_manifests} rules differ"
         );
     }
     // The same approval policy, bound the same way.
@@ -436,6 +447,25 @@ fn the_chart_and_the_manifests_describe_the_same_controller() {
             }
         }
     }
+}
+
+/// Two releases with default values (two teams' controllers, or a second one
+/// being tried out): no cluster-scoped object of one has the name of the other's,
+/// so Helm installs both.
+#[test]
+fn two_releases_share_no_cluster_scoped_name() {
+    let names = |release: &str, namespace: &str| -> Vec<String> {
+        render_chart(release, namespace, &yaml("{}"))
+            .iter()
+            .filter(|o| cluster_scoped(kind_of(o)) && kind_of(o) != "CustomResourceDefinition")
+            .map(|o| format!("{} {}", kind_of(o), name_of(o)))
+            .collect()
+    };
+    let first = names("promotion-a", "team-a-system");
+    let second = names("promotion-b", "team-b-system");
+    assert!(!first.is_empty());
+    let shared: Vec<&String> = first.iter().filter(|n| second.contains(n)).collect();
+    assert!(shared.is_empty(), "both releases would create {shared:?}");
 }
 
 #[test]
@@ -606,8 +636,9 @@ async fn helm_installs_then_upgrades_the_chart_with_its_default_values() {
     );
 }
 
-/// Every value of deploy/README.md's table changed from its default.
-fn every_value_changed(name: &str, approver_namespace: &str) -> serde_yaml::Value {
+/// Every value of deploy/README.md's table changed from its default; `namespace` is
+/// watched, holds the Applications and is guarded by the approval policy.
+fn every_value_changed(name: &str, namespace: &str) -> serde_yaml::Value {
     yaml(&format!(
         r#"
 image: {{repository: registry.example.com/tools/promotion, tag: "1.2.3", pullPolicy: Always}}
@@ -615,7 +646,7 @@ imagePullSecrets: [{{name: regcred}}]
 fullnameOverride: {name}
 replicas: 2
 resources: {{requests: {{cpu: 100m, memory: 128Mi}}, limits: {{cpu: "1", memory: 512Mi}}}}
-watchNamespace: team-a
+watchNamespace: {namespace}
 leaderElection: false
 logFormat: text
 pollInterval: 30s
@@ -628,6 +659,8 @@ config:
   webhookSecretRef: {{name: hooks}}
   argocd: {{sync: true, refresh: false}}
 serviceAccount: {{create: false, name: existing-sa}}
+rbac: {{create: true, applicationNamespaces: [{namespace}, {namespace}]}}
+webhookTLS: {{secretName: webhook-tls, reloadInterval: 1m}}
 service: {{type: NodePort, metricsPort: 18080, webhookPort: 443}}
 podAnnotations: {{prometheus.io/scrape: "true"}}
 nodeSelector: {{kubernetes.io/os: linux}}
@@ -638,7 +671,7 @@ affinity:
       nodeSelectorTerms:
         - matchExpressions: [{{key: kubernetes.io/arch, operator: In, values: [amd64, arm64]}}]
 approval:
-  policy: {{namespaceSelector: {{matchLabels: {{kubernetes.io/metadata.name: {approver_namespace}}}}}}}
+  policy: {{namespaceSelector: {{matchLabels: {{kubernetes.io/metadata.name: {namespace}}}}}}}
   approverRole: {{name: {name}-approver, aggregateToAdmin: true}}
 "#
     ))
@@ -660,11 +693,26 @@ async fn helm_installs_the_chart_with_every_value_changed() {
         !kinds(&objects).contains(&"ServiceAccount".to_string()),
         "serviceAccount.create=false creates none"
     );
-    for binding in ["ClusterRoleBinding", "RoleBinding"] {
-        assert_eq!(
-            find(&objects, binding)["subjects"][0]["name"],
-            "existing-sa"
-        );
+    // watchNamespace: Roles only; the one ClusterRole is the approvers' example.
+    assert_eq!(
+        objects
+            .iter()
+            .filter(|o| kind_of(o).starts_with("Cluster"))
+            .map(|o| format!("{} {}", kind_of(o), name_of(o)))
+            .collect::<Vec<_>>(),
+        [format!("ClusterRole {name}-approver")]
+    );
+    let bindings: Vec<&Value> = objects
+        .iter()
+        .filter(|o| kind_of(o) == "RoleBinding")
+        .collect();
+    assert_eq!(
+        bindings.len(),
+        3,
+        "trackers, Applications (the namespace listed twice counts once), own namespace"
+    );
+    for binding in bindings {
+        assert_eq!(binding["subjects"][0]["name"], "existing-sa");
     }
     let deployment = find(&objects, "Deployment");
     let pod = &deployment["spec"]["template"];
@@ -683,7 +731,16 @@ async fn helm_installs_the_chart_with_every_value_changed() {
     assert_eq!(c["imagePullPolicy"], "Always");
     assert_eq!(c["resources"]["limits"]["cpu"], "1");
     let env = env_of(&objects);
-    assert_eq!(env["WATCH_NAMESPACE"], "team-a");
+    assert_eq!(env["WATCH_NAMESPACE"], ctx.namespace.as_str());
+    assert_eq!(
+        env["PROMOTION_WEBHOOK_TLS_CERT_FILE"],
+        "/etc/promotion-controller-tls/tls.crt"
+    );
+    assert_eq!(env["PROMOTION_WEBHOOK_TLS_RELOAD_INTERVAL"], "1m");
+    assert_eq!(
+        pod["spec"]["volumes"][1]["secret"]["secretName"],
+        "webhook-tls"
+    );
     assert_eq!(env["PROMOTION_LEADER_ELECTION"], "false");
     assert_eq!(env["PROMOTION_LOG_FORMAT"], "text");
     assert_eq!(env["PROMOTION_POLL_INTERVAL"], "30s");
@@ -1005,6 +1062,10 @@ async fn deliver_pr(c: &Controller, number: i64, sha: &str, updated_at: &str) ->
             &[
                 ("Content-Type", "application/json".into()),
                 ("X-GitHub-Event", "pull_request".into()),
+                (
+                    "X-GitHub-Delivery",
+                    format!("d3b07384-d113-4ec6-a1b2-{number:012x}"),
+                ),
                 ("X-Hub-Signature-256", signature),
             ],
             &body,
@@ -1104,6 +1165,7 @@ async fn the_binary_promotes_with_exactly_the_charts_rights() {
         r#"
 serviceAccount: {{name: promotion-controller}}
 watchNamespace: {team}
+rbac: {{applicationNamespaces: [{argocd}]}}
 pollInterval: 300ms
 logFormat: text
 config:
@@ -1237,17 +1299,18 @@ config:
     );
 
     // Without one rule (patching Applications) the same hop stops, and says why.
-    let roles: Api<ClusterRole> = Api::all(client.clone());
-    let mut role = roles.get(&release).await.expect("the ClusterRole");
+    let roles: Api<k8s_openapi::api::rbac::v1::Role> = Api::namespaced(client.clone(), &argocd);
+    let role_name = format!("{release}-applications");
+    let mut role = roles.get(&role_name).await.expect("the Applications' Role");
     for rule in role.rules.iter_mut().flatten() {
         if rule.api_groups.as_deref() == Some(&["argoproj.io".to_string()][..]) {
             rule.verbs.retain(|v| v != "patch");
         }
     }
     roles
-        .replace(&release, &PostParams::default(), &role)
+        .replace(&role_name, &PostParams::default(), &role)
         .await
-        .expect("narrowing the ClusterRole");
+        .expect("narrowing the Role");
     create_app(&apps, "shop-pr-43", SHA2, &team).await;
     github.pull_requests.open("acme/shop", 43, SHA2);
     let (code, body) = deliver_pr(&c, 43, SHA2, "2026-11-25T11:00:00Z").await;

@@ -183,7 +183,7 @@ impl World {
             },
             namespace: Some(ns.clone()),
             watch_applications: delivery == Delivery::Watched,
-            applications_namespace: Some(ns.clone()),
+            applications_namespaces: vec![ns.clone()],
             ..ControllerConfig::default()
         };
         let hooks = Hooks {

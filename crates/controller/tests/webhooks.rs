@@ -29,7 +29,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tower::ServiceExt;
 
-const SECRET: &[u8] = b"webhook-s3cret";
+const SECRET: &[u8] = b"webhook-s3cret-of-24-bytes";
+const GITLAB_TOKEN: &str = "gitlab-token-of-24-bytes";
+const JENKINS_TOKEN: &str = "jenkins-token-24-bytes!!";
 const REPO: &str = "acme/shop";
 const SHA1: &str = "3f2c9a1b7e4d5c6f8a9b0c1d2e3f4a5b6c7d8e9f";
 const SHA2: &str = "9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a2f1e0d";
@@ -111,8 +113,8 @@ async fn setup_with(test: &str, reader: Option<Arc<dyn PullRequestReader>>) -> S
     let (tx, rx) = futures::channel::mpsc::unbounded();
     let secrets = || WebhookSecrets {
         github: Some(SECRET.to_vec()),
-        gitlab: Some(b"gl-token".to_vec()),
-        jenkins: Some(b"jk-token".to_vec()),
+        gitlab: Some(GITLAB_TOKEN.as_bytes().to_vec()),
+        jenkins: Some(JENKINS_TOKEN.as_bytes().to_vec()),
     };
     let router = Webhooks::new(secrets, tx)
         .with_pull_requests(sync.clone())
@@ -175,7 +177,25 @@ async fn send(
     (status, String::from_utf8_lossy(&bytes).into_owned())
 }
 
+/// A GitHub delivery id as GitHub makes them: a new GUID per delivery.
+fn new_delivery_id() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("72d3162e-cc78-11e3-81ab-{n:012x}")
+}
+
+/// A new delivery of `body` (a fresh delivery id).
 async fn github(router: &axum::Router, event: &str, body: &Value) -> (StatusCode, String) {
+    github_delivery(router, event, &new_delivery_id(), body).await
+}
+
+/// The delivery `id` of `body`, signed with the webhook secret.
+async fn github_delivery(
+    router: &axum::Router,
+    event: &str,
+    id: &str,
+    body: &Value,
+) -> (StatusCode, String) {
     let bytes = serde_json::to_vec(body).expect("json");
     send(
         router,
@@ -183,10 +203,7 @@ async fn github(router: &axum::Router, event: &str, body: &Value) -> (StatusCode
         &[
             ("content-type", "application/json".into()),
             ("x-github-event", event.into()),
-            (
-                "x-github-delivery",
-                "72d3162e-cc78-11e3-81ab-4c9367dc0958".into(),
-            ),
+            ("x-github-delivery", id.into()),
             ("x-hub-signature-256", sign(&bytes)),
         ],
         bytes,
@@ -215,13 +232,10 @@ async fn pull_request_events_drive_the_tracker_once_each() {
     assert_eq!(t.spec.application.name, "shop-pr-42");
     assert!(!t.spec.closed);
 
-    // A replay changes nothing.
-    let (code, text) = github(
-        &s.router,
-        "pull_request",
-        &pr_event("opened", SHA1, "2026-11-25T10:00:00Z"),
-    )
-    .await;
+    // The same event again, delivered anew, changes nothing.
+    let mut again_event = pr_event("opened", SHA1, "2026-11-25T10:00:00Z");
+    again_event["sender"]["id"] = json!(2);
+    let (code, text) = github(&s.router, "pull_request", &again_event).await;
     assert_eq!(code, StatusCode::ACCEPTED);
     assert!(text.contains("unchanged"), "{text}");
     let again = tracker(&s).await;
@@ -430,6 +444,7 @@ async fn form_encoded_deliveries_are_accepted() {
                 "application/x-www-form-urlencoded".to_string(),
             ),
             ("x-github-event", "pull_request".to_string()),
+            ("x-github-delivery", new_delivery_id()),
             ("x-hub-signature-256", signature),
         ]
     };
@@ -504,6 +519,22 @@ async fn bad_input_is_refused_and_changes_nothing() {
     )
     .await;
     assert_eq!(code, StatusCode::BAD_REQUEST);
+
+    let (code, text) = send(
+        &s.router,
+        "/webhooks/github",
+        &[
+            ("x-github-event", "pull_request".into()),
+            ("x-hub-signature-256", sign(&body)),
+        ],
+        body.clone(),
+    )
+    .await;
+    assert_eq!(
+        code,
+        StatusCode::BAD_REQUEST,
+        "no X-GitHub-Delivery: {text}"
+    );
 
     let mut zero = pr_event("opened", SHA1, "2026-11-25T10:00:00Z");
     zero["number"] = json!(0);
@@ -603,7 +634,7 @@ async fn ci_callbacks_wake_the_controller() {
     let (code, _) = send(
         &s.router,
         "/webhooks/gitlab",
-        &[("x-gitlab-event", "Pipeline Hook".into()), ("x-gitlab-token", "gl-token".into())],
+        &[("x-gitlab-event", "Pipeline Hook".into()), ("x-gitlab-token", GITLAB_TOKEN.into())],
         serde_json::to_vec(&json!({"object_kind": "pipeline", "object_attributes": {"id": 31, "status": "success"}})).expect("json"),
     )
     .await;
@@ -611,7 +642,7 @@ async fn ci_callbacks_wake_the_controller() {
     let (code, _) = send(
         &s.router,
         "/webhooks/jenkins",
-        &[("x-promotion-token", "jk-token".into())],
+        &[("x-promotion-token", JENKINS_TOKEN.into())],
         serde_json::to_vec(&json!({"name": "smoke", "build": {"number": 12, "phase": "COMPLETED", "status": "SUCCESS"}})).expect("json"),
     )
     .await;
@@ -653,7 +684,7 @@ async fn jenkins_notifications_as_the_plugin_sends_them_wake_the_decoded_job() {
             json_only.clone(),
             (
                 "authorization",
-                format!("Basic {}", b64("jenkins:jk-token")),
+                format!("Basic {}", b64(&format!("jenkins:{JENKINS_TOKEN}"))),
             ),
         ],
         jenkins_notification("job/team-a/job/smoke%20tests/", 12),
@@ -662,7 +693,7 @@ async fn jenkins_notifications_as_the_plugin_sends_them_wake_the_decoded_job() {
     assert_eq!(code, StatusCode::ACCEPTED, "{text}");
     let (code, text) = send(
         &s.router,
-        "/webhooks/jenkins/jk-token",
+        &format!("/webhooks/jenkins/{JENKINS_TOKEN}"),
         &[json_only],
         jenkins_notification("job/smoke/", 13),
     )
@@ -775,4 +806,229 @@ async fn a_resync_where_all_agree_reads_only_the_list() {
     assert_eq!(failed.failures.len(), 1, "{failed:?}");
     assert!(failed.failures[0].contains("could not connect"));
     assert!(failed.applied.is_empty());
+}
+
+/// Issue #12, item 4: an empty value is an empty HMAC key or token, which anyone can
+/// match. With empty or short secrets every endpoint refuses (503), whatever is sent.
+#[tokio::test(flavor = "multi_thread")]
+async fn endpoints_with_an_empty_or_short_secret_refuse_everything() {
+    let ctx = promotion_testenv::context("webhook-empty-secret").await;
+    let fake = Arc::new(FakePullRequests::new());
+    fake.set(
+        "acme",
+        "shop",
+        PullRequestState {
+            number: 42,
+            head_sha: SHA1.into(),
+            open: true,
+            merged: false,
+            labels: vec![],
+            head_repository: Some(REPO.into()),
+        },
+    );
+    let sync = Arc::new(PullRequestSync::new(
+        ctx.client.clone(),
+        fake.clone(),
+        vec![repository(&ctx.namespace)],
+    ));
+    let (tx, mut wakes) = futures::channel::mpsc::unbounded();
+    let router = Webhooks::new(
+        || WebhookSecrets {
+            github: Some(Vec::new()),
+            gitlab: Some(Vec::new()),
+            jenkins: Some(b"short-token".to_vec()),
+        },
+        tx,
+    )
+    .with_pull_requests(sync)
+    .router();
+    // Signed with the empty key, as an attacker can.
+    let body = serde_json::to_vec(&pr_event("opened", SHA1, "2026-11-25T10:00:00Z")).expect("json");
+    let mut mac = Hmac::<Sha256>::new_from_slice(b"").expect("key");
+    mac.update(&body);
+    let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    let (code, text) = send(
+        &router,
+        "/webhooks/github",
+        &[
+            ("x-github-event", "pull_request".into()),
+            ("x-github-delivery", new_delivery_id()),
+            ("x-hub-signature-256", signature),
+        ],
+        body,
+    )
+    .await;
+    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{text}");
+    assert!(
+        text.contains("webhook endpoint github is disabled"),
+        "{text}"
+    );
+    let (code, text) = send(
+        &router,
+        "/webhooks/gitlab",
+        &[
+            ("x-gitlab-event", "Pipeline Hook".into()),
+            ("x-gitlab-token", String::new()),
+        ],
+        serde_json::to_vec(&json!({"object_attributes": {"id": 31}})).expect("json"),
+    )
+    .await;
+    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{text}");
+    let (code, text) = send(
+        &router,
+        "/webhooks/jenkins/short-token",
+        &[],
+        serde_json::to_vec(&json!({"build": {"number": 12}})).expect("json"),
+    )
+    .await;
+    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{text}");
+    assert!(
+        !text.contains("short-token"),
+        "the answer names no secret: {text}"
+    );
+
+    assert_eq!(fake.gets(), 0, "GitHub was not asked");
+    let trackers: Api<PullRequestTracker> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    assert!(
+        trackers
+            .get_opt("shop-pr-42")
+            .await
+            .expect("read")
+            .is_none()
+    );
+    drop(router);
+    assert!(
+        wakes.next().await.is_none(),
+        "no callback woke the controller"
+    );
+}
+
+/// Item 4, from the Secret: an empty or short key disables its endpoint only, says
+/// so in the metric and in /readyz's text, and keeps the replica ready.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bad_key_in_the_webhook_secret_disables_that_endpoint_only() {
+    use k8s_openapi::api::core::v1::Secret;
+    use promotion_controller::config::FileConfig;
+    use promotion_controller::metrics::Metrics;
+    use promotion_controller::wiring::Wiring;
+    let ctx = promotion_testenv::context("webhook-secret-keys").await;
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "hooks"},
+        "stringData": {"github": "  \n", "gitlab": "too-short", "jenkins": JENKINS_TOKEN}
+    }))
+    .expect("a Secret");
+    Api::<Secret>::namespaced(ctx.client.clone(), &ctx.namespace)
+        .create(&Default::default(), &secret)
+        .await
+        .expect("creating the webhook Secret");
+    let file = FileConfig::parse("webhookSecretRef: {name: hooks}\n").expect("config");
+    let wiring = Wiring::start(ctx.client.clone(), &file, &ctx.namespace)
+        .await
+        .expect("wiring");
+    let handle = wiring.webhook_secrets();
+    let metrics = Arc::new(Metrics::new());
+    {
+        let handle = handle.clone();
+        metrics.set_webhook_source(move || handle.get().enabled());
+    }
+    let (tx, mut wakes) = futures::channel::mpsc::unbounded();
+    let router = Webhooks::new(move || handle.get(), tx).router();
+
+    let body = serde_json::to_vec(&json!({"workflow_run": {"id": 5}})).expect("json");
+    let mut mac = Hmac::<Sha256>::new_from_slice(b"").expect("key");
+    mac.update(&body);
+    let (code, text) = send(
+        &router,
+        "/webhooks/github",
+        &[
+            ("x-github-event", "workflow_run".into()),
+            ("x-github-delivery", new_delivery_id()),
+            (
+                "x-hub-signature-256",
+                format!("sha256={}", hex::encode(mac.finalize().into_bytes())),
+            ),
+        ],
+        body,
+    )
+    .await;
+    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{text}");
+    let (code, text) = send(
+        &router,
+        "/webhooks/gitlab",
+        &[
+            ("x-gitlab-event", "Pipeline Hook".into()),
+            ("x-gitlab-token", "too-short".into()),
+        ],
+        serde_json::to_vec(&json!({"object_attributes": {"id": 31}})).expect("json"),
+    )
+    .await;
+    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{text}");
+    let (code, text) = send(
+        &router,
+        "/webhooks/jenkins",
+        &[("x-promotion-token", JENKINS_TOKEN.into())],
+        serde_json::to_vec(&json!({"build": {"number": 12}})).expect("json"),
+    )
+    .await;
+    assert_eq!(code, StatusCode::ACCEPTED, "jenkins keeps working: {text}");
+    assert_eq!(wakes.next().await.map(|w| w.id), Some("12".to_string()));
+
+    let rendered = metrics.render();
+    for (endpoint, value) in [("github", 0), ("gitlab", 0), ("jenkins", 1)] {
+        let line = format!("promotion_webhook_endpoint_enabled{{endpoint=\"{endpoint}\"}} {value}");
+        assert!(rendered.contains(&line), "{line} in:\n{rendered}");
+    }
+    let ready = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let probes = promotion_controller::probes::router(metrics, ready);
+    let resp = probes
+        .oneshot(
+            Request::get("/readyz")
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await
+        .expect("answer");
+    assert_eq!(
+        resp.status(),
+        StatusCode::OK,
+        "one endpoint off is no reason to restart"
+    );
+    let text = resp.into_body().collect().await.expect("body").to_bytes();
+    let text = String::from_utf8_lossy(&text);
+    assert!(
+        text.contains("webhook endpoint github disabled")
+            && text.contains("webhook endpoint gitlab disabled")
+            && !text.contains("jenkins"),
+        "{text}"
+    );
+}
+
+/// Issue #12, item 9: an old signed delivery replayed after its tracker was deleted
+/// does not recreate it, neither under its own id nor under a made-up one (the id is
+/// not signed; the body is).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replayed_delivery_is_ignored_even_after_its_tracker_is_deleted() {
+    let s = setup("webhook-replay").await;
+    s.prs().open(REPO, 42, SHA1);
+    let event = pr_event("opened", SHA1, "2026-11-25T10:00:00Z");
+    let id = new_delivery_id();
+    let (code, text) = github_delivery(&s.router, "pull_request", &id, &event).await;
+    assert_eq!(code, StatusCode::ACCEPTED, "{text}");
+    assert!(text.contains("created"), "{text}");
+    s.api
+        .delete("shop-pr-42", &Default::default())
+        .await
+        .expect("deleting the tracker");
+    assert!(s.api.get_opt("shop-pr-42").await.expect("read").is_none());
+
+    let (code, text) = github_delivery(&s.router, "pull_request", &id, &event).await;
+    assert_eq!(code, StatusCode::OK, "{text}");
+    assert_eq!(text, "duplicate delivery, ignored");
+    let (code, text) = github(&s.router, "pull_request", &event).await;
+    assert_eq!(code, StatusCode::OK, "the same body under a new id: {text}");
+    assert_eq!(text, "duplicate delivery, ignored");
+    assert!(
+        s.api.get_opt("shop-pr-42").await.expect("read").is_none(),
+        "the replay recreated the tracker"
+    );
 }

@@ -1,5 +1,6 @@
 //! The PKI of a throw-away control plane: one CA, the apiserver's serving
-//! certificate, an admin client certificate and the service-account signing key.
+//! certificate, an admin client certificate and the service-account signing key;
+//! and [`TestCa`], for tests of servers that speak TLS.
 
 use crate::Error;
 use rcgen::{
@@ -81,4 +82,44 @@ fn name(common_name: &str, organization: Option<&str>) -> DistinguishedName {
         dn.push(DnType::OrganizationName, org);
     }
     dn
+}
+
+/// A certificate authority of its own, for a test that serves TLS and trusts only it.
+pub struct TestCa {
+    issuer: Issuer<'static, KeyPair>,
+    /// The CA certificate (PEM), for the client's trust store.
+    pub cert_pem: String,
+}
+
+impl TestCa {
+    /// A fresh CA named `name`.
+    pub fn new(name_: &str) -> Result<Self, Error> {
+        let key = KeyPair::generate().map_err(pki_err)?;
+        let mut params = CertificateParams::new(Vec::<String>::new()).map_err(pki_err)?;
+        params.distinguished_name = name(name_, None);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let cert = params.self_signed(&key).map_err(pki_err)?;
+        Ok(Self {
+            cert_pem: cert.pem(),
+            issuer: Issuer::new(params, key),
+        })
+    }
+
+    /// A serving certificate for `localhost` and 127.0.0.1 with a fresh key, named
+    /// `common_name`: (certificate PEM, key PEM).
+    pub fn serving(&self, common_name: &str) -> Result<(String, String), Error> {
+        let key = KeyPair::generate().map_err(pki_err)?;
+        let mut params = CertificateParams::new(vec!["localhost".to_string()]).map_err(pki_err)?;
+        params.distinguished_name = name(common_name, None);
+        params
+            .subject_alt_names
+            .push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let cert = params.signed_by(&key, &self.issuer).map_err(pki_err)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
 }

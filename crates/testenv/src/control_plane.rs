@@ -15,6 +15,22 @@ use std::time::{Duration, Instant};
 /// take well over 20 s.
 const READY_TIMEOUT: Duration = Duration::from_secs(180);
 
+/// How to start a control plane beyond the defaults.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Write an audit log (kube-apiserver `--audit-policy-file`, `--audit-log-path`).
+    pub audit: Option<AuditLog>,
+}
+
+/// An audit policy file and where the API server writes its log (JSON lines).
+#[derive(Clone, Debug)]
+pub struct AuditLog {
+    /// The audit.k8s.io/v1 Policy.
+    pub policy: PathBuf,
+    /// The log file, one JSON event per line.
+    pub log: PathBuf,
+}
+
 /// A running control plane. Dropping it stops both processes and removes its files.
 pub struct ControlPlane {
     dir: tempfile::TempDir,
@@ -34,6 +50,11 @@ impl ControlPlane {
     /// Blocking; must be called from a thread that lives as long as the control
     /// plane, because the children are told to die with the thread that spawned them.
     pub fn start(bins: &Binaries) -> Result<Self, Error> {
+        Self::start_with(bins, &Options::default())
+    }
+
+    /// [`ControlPlane::start`] with `options`.
+    pub fn start_with(bins: &Binaries, options: &Options) -> Result<Self, Error> {
         let started = Instant::now();
         sweep_abandoned();
         let dir = tempfile::Builder::new()
@@ -87,8 +108,17 @@ impl ControlPlane {
             startup: Duration::ZERO,
         };
 
+        let mut apiserver_cmd = Command::new(&bins.kube_apiserver);
+        if let Some(audit) = &options.audit {
+            apiserver_cmd
+                .arg(format!("--audit-policy-file={}", audit.policy.display()))
+                .arg(format!("--audit-log-path={}", audit.log.display()))
+                // Written as each request ends, so a test reads every one it made.
+                .arg("--audit-log-mode=blocking")
+                .arg("--audit-log-format=json");
+        }
         let apiserver = spawn(
-            Command::new(&bins.kube_apiserver)
+            apiserver_cmd
                 .arg(format!("--etcd-servers={etcd_url}"))
                 .arg(format!("--secure-port={secure_port}"))
                 .arg("--bind-address=127.0.0.1")

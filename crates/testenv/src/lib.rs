@@ -6,11 +6,11 @@
 //! itself on first use and stops it when the process exits (or dies).
 
 pub mod binaries;
-mod certs;
+pub mod certs;
 mod control_plane;
 pub mod table;
 
-pub use control_plane::ControlPlane;
+pub use control_plane::{AuditLog, ControlPlane, Options};
 
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -177,6 +177,53 @@ fn start_for_process() -> Result<PathBuf, Error> {
         .map_err(|e| Error::io(Path::new("control-plane thread"), e))?;
     rx.recv()
         .map_err(|_| Error::Kube("control-plane thread ended without an answer".into()))?
+}
+
+/// A control plane of one test's own (for options the shared one does not have, such
+/// as an audit log), stopped when dropped.
+pub struct Dedicated {
+    /// Its admin kubeconfig.
+    pub kubeconfig: PathBuf,
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Dedicated {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Starts a control plane of its own with `options`. Blocks for its start-up.
+pub fn dedicated(options: Options) -> Result<Dedicated, Error> {
+    let bins = binaries::ensure_built()?;
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+    // The children die with the thread that spawned them: it lives until the stop.
+    let thread = std::thread::Builder::new()
+        .name("dedicated-control-plane".into())
+        .spawn(move || match ControlPlane::start_with(&bins, &options) {
+            Ok(plane) => {
+                let _ = ready_tx.send(Ok(plane.kubeconfig.clone()));
+                let _ = stop_rx.recv();
+                plane.stop();
+            }
+            Err(e) => {
+                let _ = ready_tx.send(Err(e));
+            }
+        })
+        .map_err(|e| Error::io(Path::new("control-plane thread"), e))?;
+    let kubeconfig = ready_rx
+        .recv()
+        .map_err(|_| Error::Kube("control-plane thread ended without an answer".into()))??;
+    Ok(Dedicated {
+        kubeconfig,
+        stop: Some(stop_tx),
+        thread: Some(thread),
+    })
 }
 
 /// A client of the shared control plane and a namespace of its own, for one test.

@@ -111,3 +111,46 @@ fn a_killed_test_process_takes_its_control_plane_with_it() {
         "control plane leaked after SIGABRT: {pids:?}"
     );
 }
+
+#[test]
+fn an_audit_policy_makes_the_api_server_log_each_request() {
+    let dir = tempfile::tempdir().expect("a directory");
+    let policy = dir.path().join("policy.yaml");
+    let log = dir.path().join("audit.log");
+    std::fs::write(
+        &policy,
+        "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n  - level: Metadata\n",
+    )
+    .expect("writing the policy");
+    let plane = promotion_testenv::dedicated(promotion_testenv::Options {
+        audit: Some(promotion_testenv::AuditLog {
+            policy,
+            log: log.clone(),
+        }),
+    })
+    .expect("a control plane with an audit log");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let name = runtime.block_on(async {
+        let client = promotion_testenv::client_for(&plane.kubeconfig)
+            .await
+            .expect("client");
+        promotion_testenv::fresh_namespace(&client, "audited")
+            .await
+            .expect("a namespace")
+    });
+    let text = std::fs::read_to_string(&log).expect("the audit log");
+    let created = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .any(|e| {
+            e["verb"] == "create"
+                && e["objectRef"]["resource"] == "namespaces"
+                && e["responseStatus"]["code"] == 201
+                && e["user"]["username"] == "promotion-testenv-admin"
+        });
+    assert!(
+        created,
+        "no audit event for creating namespace {name}:\n{text}"
+    );
+    drop(plane);
+}

@@ -2,7 +2,7 @@
 //! content type `application/x-www-form-urlencoded` (the JSON in its `payload` field).
 //! A pull_request delivery only names the PR: its state is read from the API.
 
-use super::{Webhooks, accepted, header, refuse, wake};
+use super::{Endpoint, Webhooks, accepted, header, refuse, wake};
 use crate::pr_sync::{Applied, SyncError};
 use axum::body::Bytes;
 use axum::extract::State;
@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use hmac::{Hmac, Mac};
 use promotion_api::Provider;
 use serde::Deserialize;
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 use std::borrow::Cow;
 use std::sync::Arc;
 
@@ -85,16 +85,17 @@ struct IdPayload {
     id: u64,
 }
 
+/// The longest `X-GitHub-Delivery` kept (GitHub's are 36-character GUIDs).
+const MAX_DELIVERY_ID: usize = 128;
+
 pub(super) async fn receive(
     State(hooks): State<Arc<Webhooks>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Some(secret) = (hooks.secrets)().github else {
-        return refuse(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no GitHub webhook secret is configured",
-        );
+    let secret = match hooks.secret(Endpoint::Github) {
+        Ok(s) => s,
+        Err(disabled) => return disabled.into_response(),
     };
     // The signature covers the body as sent, form encoding included.
     if !verify_github_signature(&secret, &body, header(&headers, "x-hub-signature-256")) {
@@ -103,14 +104,42 @@ pub(super) async fn receive(
             "X-Hub-Signature-256 does not match the body",
         );
     }
-    let json = match event_json(&headers, &body) {
+    let delivery = match header(&headers, "x-github-delivery").map(str::trim) {
+        Some(d) if !d.is_empty() && d.len() <= MAX_DELIVERY_ID => d,
+        _ => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "no X-GitHub-Delivery header (or one longer than 128 characters)",
+            );
+        }
+    };
+    // The id is not signed; the body is, so a replay under a new id is caught by its digest.
+    let keys = [
+        format!("id:{delivery}"),
+        format!("body:{}", hex::encode(Sha256::digest(&body))),
+    ];
+    if !hooks.deliveries.claim(&keys) {
+        tracing::info!(%delivery, "duplicate GitHub delivery ignored");
+        return (StatusCode::OK, "duplicate delivery, ignored").into_response();
+    }
+    let answer = handle(&hooks, &headers, &body).await;
+    if !answer.status().is_success() {
+        // Not handled: GitHub's redelivery of it must be.
+        hooks.deliveries.forget(&keys);
+    }
+    answer
+}
+
+/// One authenticated, first-seen delivery.
+async fn handle(hooks: &Webhooks, headers: &HeaderMap, body: &[u8]) -> Response {
+    let json = match event_json(headers, body) {
         Ok(j) => j,
         Err(why) => return refuse(StatusCode::BAD_REQUEST, why),
     };
-    match header(&headers, "x-github-event") {
+    match header(headers, "x-github-event") {
         Some("ping") => (StatusCode::OK, "pong").into_response(),
         Some("pull_request") => match serde_json::from_slice::<PullRequestEvent>(&json) {
-            Ok(ev) => pull_request(&hooks, ev).await,
+            Ok(ev) => pull_request(hooks, ev).await,
             Err(e) => refuse(
                 StatusCode::BAD_REQUEST,
                 format!("malformed pull_request event: {e}"),
@@ -118,7 +147,7 @@ pub(super) async fn receive(
         },
         Some("workflow_run") => match serde_json::from_slice::<WorkflowRunEvent>(&json) {
             Ok(ev) => wake(
-                &hooks,
+                hooks,
                 Provider::GithubActions,
                 None,
                 ev.workflow_run.id.to_string(),

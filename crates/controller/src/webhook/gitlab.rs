@@ -1,10 +1,10 @@
 //! `/webhooks/gitlab`: Pipeline Hooks with `X-Gitlab-Token` wake the pipeline's trackers.
 
-use super::{Webhooks, accepted, header, refuse, token_matches, wake};
+use super::{Endpoint, Webhooks, accepted, header, refuse, token_matches, wake};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use promotion_api::Provider;
 use serde::Deserialize;
 use std::sync::Arc;
@@ -24,11 +24,9 @@ pub(super) async fn receive(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Some(secret) = (hooks.secrets)().gitlab else {
-        return refuse(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no GitLab webhook token is configured",
-        );
+    let secret = match hooks.secret(Endpoint::Gitlab) {
+        Ok(s) => s,
+        Err(disabled) => return disabled.into_response(),
     };
     if !token_matches(
         &secret,

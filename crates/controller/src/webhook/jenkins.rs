@@ -6,11 +6,11 @@
 //! (`https://jenkins:<token>@controller/webhooks/jenkins`, preferred), as the last path
 //! segment (`/webhooks/jenkins/<token>`), or in `X-Promotion-Token` (scripts, curl).
 
-use super::{Webhooks, header, refuse, token_matches, wake};
+use super::{Endpoint, Webhooks, header, refuse, token_matches, wake};
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use promotion_api::Provider;
 use serde::Deserialize;
@@ -79,11 +79,9 @@ pub(super) async fn receive_with_token(
 }
 
 fn notification(hooks: &Webhooks, given: Option<&[u8]>, body: &[u8]) -> Response {
-    let Some(secret) = (hooks.secrets)().jenkins else {
-        return refuse(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no Jenkins callback token is configured",
-        );
+    let secret = match hooks.secret(Endpoint::Jenkins) {
+        Ok(s) => s,
+        Err(disabled) => return disabled.into_response(),
     };
     if !token_matches(&secret, given) {
         return refuse(

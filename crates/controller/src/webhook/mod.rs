@@ -5,10 +5,17 @@
 //! Every request is authenticated (GitHub: HMAC-SHA256 of the raw body; GitLab and
 //! Jenkins: a shared token; all compared in constant time), bounded in size, and
 //! idempotent: a replayed or out-of-order delivery changes nothing twice.
+//!
+//! Fail closed: an endpoint whose secret is missing, empty or shorter than
+//! [`MIN_SECRET_LEN`] answers 503 to everything; it never accepts an empty key.
 
+pub mod deliveries;
 mod github;
 mod gitlab;
 mod jenkins;
+pub mod tls;
+
+pub use deliveries::Deliveries;
 
 pub use crate::pr_sync::PullRequestSync;
 pub use github::verify_github_signature;
@@ -30,6 +37,55 @@ use std::sync::Arc;
 /// Bodies above this are refused (413): GitHub caps payloads at 25 MB, ours are far smaller.
 pub const MAX_BODY: usize = 1024 * 1024;
 
+/// The shortest webhook secret an endpoint accepts, in bytes (after trimming): 128 bits,
+/// so it cannot be guessed; GitHub's own advice is a long random string.
+pub const MIN_SECRET_LEN: usize = 16;
+
+/// One webhook endpoint, with its own secret (a key of the webhook Secret).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Endpoint {
+    /// `/webhooks/github`, key `github`.
+    Github,
+    /// `/webhooks/gitlab`, key `gitlab`.
+    Gitlab,
+    /// `/webhooks/jenkins`, key `jenkins`.
+    Jenkins,
+}
+
+impl Endpoint {
+    /// Every endpoint.
+    pub const ALL: [Endpoint; 3] = [Endpoint::Github, Endpoint::Gitlab, Endpoint::Jenkins];
+
+    /// The endpoint's name, which is also its key in the webhook Secret.
+    pub fn name(self) -> &'static str {
+        match self {
+            Endpoint::Github => "github",
+            Endpoint::Gitlab => "gitlab",
+            Endpoint::Jenkins => "jenkins",
+        }
+    }
+}
+
+/// Why a secret cannot protect an endpoint.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SecretProblem {
+    /// No value at all.
+    #[error("no secret is set")]
+    Missing,
+    /// A value too short to resist guessing (an empty one included).
+    #[error("the secret is {0} bytes long; at least {MIN_SECRET_LEN} are required")]
+    TooShort(usize),
+}
+
+/// Whether `secret` may protect an endpoint.
+pub fn check_secret(secret: Option<&[u8]>) -> Result<&[u8], SecretProblem> {
+    match secret {
+        None => Err(SecretProblem::Missing),
+        Some(s) if s.len() < MIN_SECRET_LEN => Err(SecretProblem::TooShort(s.len())),
+        Some(s) => Ok(s),
+    }
+}
+
 /// The shared secrets the webhook checks; never logged.
 #[derive(Clone, Default)]
 pub struct WebhookSecrets {
@@ -39,6 +95,25 @@ pub struct WebhookSecrets {
     pub gitlab: Option<Vec<u8>>,
     /// The Jenkins callback token (Basic auth password, hook URL path, or `X-Promotion-Token`).
     pub jenkins: Option<Vec<u8>>,
+}
+
+impl WebhookSecrets {
+    /// The secret of `endpoint`, as configured (perhaps unusable: see [`check_secret`]).
+    pub fn get(&self, endpoint: Endpoint) -> Option<&[u8]> {
+        match endpoint {
+            Endpoint::Github => self.github.as_deref(),
+            Endpoint::Gitlab => self.gitlab.as_deref(),
+            Endpoint::Jenkins => self.jenkins.as_deref(),
+        }
+    }
+
+    /// Whether each endpoint has a usable secret, i.e. is enabled.
+    pub fn enabled(&self) -> Vec<(Endpoint, bool)> {
+        Endpoint::ALL
+            .iter()
+            .map(|e| (*e, check_secret(self.get(*e)).is_ok()))
+            .collect()
+    }
 }
 
 impl std::fmt::Debug for WebhookSecrets {
@@ -57,6 +132,7 @@ pub struct Webhooks {
     pull_requests: Option<Arc<PullRequestSync>>,
     secrets: Box<dyn Fn() -> WebhookSecrets + Send + Sync>,
     wake: UnboundedSender<Wake>,
+    deliveries: Deliveries,
 }
 
 impl Webhooks {
@@ -71,7 +147,22 @@ impl Webhooks {
             pull_requests: None,
             secrets: Box::new(secrets),
             wake,
+            deliveries: Deliveries::default(),
         }
+    }
+
+    /// Remembers GitHub deliveries in `deliveries` (the default: [`Deliveries::default`]).
+    pub fn with_deliveries(mut self, deliveries: Deliveries) -> Self {
+        self.deliveries = deliveries;
+        self
+    }
+
+    /// The secret of `endpoint`, or [`Disabled`] when it has no usable one.
+    fn secret(&self, endpoint: Endpoint) -> Result<Vec<u8>, Disabled> {
+        let secrets = (self.secrets)();
+        check_secret(secrets.get(endpoint))
+            .map(<[u8]>::to_vec)
+            .map_err(|_| Disabled(endpoint))
     }
 
     /// Pull request deliveries are applied through `sync` (GitHub's truth to trackers).
@@ -93,6 +184,23 @@ impl Webhooks {
             )
             .layer(DefaultBodyLimit::max(MAX_BODY))
             .with_state(Arc::new(self))
+    }
+}
+
+/// An endpoint without a usable secret: it answers 503 to everything.
+struct Disabled(Endpoint);
+
+impl IntoResponse for Disabled {
+    fn into_response(self) -> Response {
+        let name = self.0.name();
+        // The caller learns the endpoint is off, not how long its secret is.
+        refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "webhook endpoint {name} is disabled: its secret (key {name:?} of the webhook Secret) \
+                 is missing or shorter than {MIN_SECRET_LEN} bytes; the controller's log says which"
+            ),
+        )
     }
 }
 
@@ -141,6 +249,17 @@ fn wake(hooks: &Webhooks, provider: Provider, job: Option<String>, id: String) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_shorter_than_the_minimum_are_refused() {
+        assert_eq!(check_secret(None), Err(SecretProblem::Missing));
+        assert_eq!(check_secret(Some(b"")), Err(SecretProblem::TooShort(0)));
+        assert_eq!(
+            check_secret(Some(&[b'x'; MIN_SECRET_LEN - 1])),
+            Err(SecretProblem::TooShort(MIN_SECRET_LEN - 1))
+        );
+        assert!(check_secret(Some(&[b'x'; MIN_SECRET_LEN])).is_ok());
+    }
 
     #[test]
     fn tokens() {

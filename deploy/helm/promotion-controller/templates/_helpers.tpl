@@ -22,3 +22,46 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{ default "default" .Values.serviceAccount.name }}
 {{- end -}}
 {{- end }}
+
+{{/* The controller's rules on trackers, policies and their Events (deploy/README.md, RBAC). */}}
+{{- define "promotion-controller.trackerRules" -}}
+# Watched by the controller (list, watch); read, created and moved by the
+# webhook receiver with server-side apply (get, patch; create, because an
+# apply that creates the object is also authorized as a create).
+- apiGroups: ["promotion.io"]
+  resources: ["pullrequesttrackers"]
+  verbs: ["get", "list", "watch", "create", "patch"]
+# Progress is saved with a PUT carrying the resourceVersion read (update);
+# a reconcile error is shown with a merge patch of the conditions (patch).
+- apiGroups: ["promotion.io"]
+  resources: ["pullrequesttrackers/status"]
+  verbs: ["update", "patch"]
+# Policies are only watched ...
+- apiGroups: ["promotion.io"]
+  resources: ["promotionpolicies"]
+  verbs: ["list", "watch"]
+# ... and their Valid/Ready conditions written with a merge patch.
+- apiGroups: ["promotion.io"]
+  resources: ["promotionpolicies/status"]
+  verbs: ["patch"]
+# Events about trackers, each one created (never a series, so never patched).
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create"]
+{{- end }}
+
+{{/* The controller's rules on Argo CD Applications. */}}
+{{- define "promotion-controller.applicationRules" -}}
+# Argo CD Applications are read (status, opt-in annotation) and promoted
+# with one merge patch, never created. With watchApplications, those labelled
+# promotion.io/watch=true are watched (list, watch) so a sync wakes the PRs
+# waiting on it; the controller keeps a hash per app, not the objects.
+- apiGroups: ["argoproj.io"]
+  resources: ["applications"]
+  verbs: ["get", "patch"{{ if .Values.watchApplications }}, "list", "watch"{{ end }}]
+{{- end }}
+
+{{/* The approvers' example ClusterRole: named after the release unless named. */}}
+{{- define "promotion-controller.approverRoleName" -}}
+{{ default (printf "%s-approver" (include "promotion-controller.fullname" .)) .Values.approval.approverRole.name }}
+{{- end }}
