@@ -8,6 +8,7 @@ use futures::{Stream, StreamExt};
 use kube::api::{Api, DynamicObject};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
+use promotion_core::ports::HELD_BY_ANNOTATION;
 use std::collections::HashMap;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
@@ -24,10 +25,12 @@ pub struct AppChanged {
     pub name: String,
 }
 
-/// A digest of what the engine reads of an Application; `None` before Argo CD wrote a status.
-pub fn progress(app: &serde_json::Value) -> Option<u64> {
-    let status = app.get("status")?;
+/// A digest of what the engine reads of an Application (its progress, and who holds
+/// it, so a release wakes the PRs queued for it); `None` before Argo CD wrote a status.
+pub fn progress(app: &DynamicObject) -> Option<u64> {
+    let status = app.data.get("status")?;
     let mut h = DefaultHasher::new();
+    app.annotations().get(HELD_BY_ANNOTATION).hash(&mut h);
     for field in [
         "/sync/status",
         "/sync/revision",
@@ -69,7 +72,7 @@ fn watch(api: Api<DynamicObject>) -> impl Stream<Item = AppChanged> + Send {
                         namespace: app.namespace().unwrap_or_default(),
                         name: app.name_any(),
                     };
-                    match progress(&app.data) {
+                    match progress(&app) {
                         Some(p) if seen.get(&key) != Some(&p) => {
                             seen.insert(key.clone(), p);
                             Some(key)
@@ -91,21 +94,31 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn app(sync: &str, rev: &str, note: &str, held_by: Option<&str>) -> DynamicObject {
+        let mut v = json!({"apiVersion": "argoproj.io/v1alpha1", "kind": "Application",
+            "metadata": {"name": "a", "namespace": "argocd"},
+            "status": {"sync": {"status": sync, "revision": rev},
+                "health": {"status": "Healthy"}, "reconciledAt": note}});
+        if let Some(h) = held_by {
+            v["metadata"]["annotations"] = json!({ HELD_BY_ANNOTATION: h });
+        }
+        serde_json::from_value(v).expect("an Application")
+    }
+
     #[test]
     fn progress_changes_with_what_the_engine_reads_and_only_that() {
-        let app = |sync: &str, rev: &str, note: &str| {
-            json!({"status": {"sync": {"status": sync, "revision": rev},
-                "health": {"status": "Healthy"}, "reconciledAt": note}})
-        };
-        let a = progress(&app("Synced", "abc", "t1"));
+        let a = progress(&app("Synced", "abc", "t1", None));
         assert!(a.is_some());
-        assert_eq!(
-            a,
-            progress(&app("Synced", "abc", "t2")),
-            "reconciledAt is noise"
-        );
-        assert_ne!(a, progress(&app("OutOfSync", "abc", "t1")));
-        assert_ne!(a, progress(&app("Synced", "def", "t1")));
-        assert_eq!(progress(&json!({"spec": {}})), None);
+        let noise = progress(&app("Synced", "abc", "t2", None));
+        assert_eq!(a, noise, "reconciledAt is noise");
+        assert_ne!(a, progress(&app("OutOfSync", "abc", "t1", None)));
+        assert_ne!(a, progress(&app("Synced", "def", "t1", None)));
+        let held = progress(&app("Synced", "abc", "t1", Some("ns/pr-1/uid")));
+        assert_ne!(a, held, "a hold taken or released is a change");
+        let bare: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "argoproj.io/v1alpha1", "kind": "Application",
+            "metadata": {"name": "a"}, "spec": {}}))
+        .expect("an Application");
+        assert_eq!(progress(&bare), None);
     }
 }

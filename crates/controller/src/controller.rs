@@ -354,16 +354,18 @@ fn slim(t: &mut PullRequestTracker) {
         .remove("kubectl.kubernetes.io/last-applied-configuration");
 }
 
-/// The tracker's current Application is `app`, in the controller's own cluster.
+/// The tracker deploys to `app` (its current Application) or queues for it, in the
+/// controller's own cluster.
 fn waits_on(t: &PullRequestTracker, app: &app_watch::AppChanged) -> bool {
-    t.status
-        .as_ref()
-        .and_then(|s| s.application.as_ref())
-        .is_some_and(|a| {
-            a.cluster == promotion_argocd::IN_CLUSTER
-                && a.namespace == app.namespace
-                && a.name == app.name
-        })
+    let is = |a: &promotion_api::ApplicationRef| {
+        a.cluster == promotion_argocd::IN_CLUSTER
+            && a.namespace == app.namespace
+            && a.name == app.name
+    };
+    t.status.as_ref().is_some_and(|s| {
+        s.application.as_ref().is_some_and(is)
+            || s.queue.as_ref().is_some_and(|q| is(&q.application))
+    })
 }
 
 fn lane_key(r: &ObjectRef<PullRequestTracker>) -> String {

@@ -217,11 +217,15 @@ impl World {
     }
 
     async fn create_tracker(&self) {
+        self.create_tracker_for(TRACKER, 42, SHA, "shop-dev").await;
+    }
+
+    async fn create_tracker_for(&self, name: &str, number: i64, sha: &str, app: &str) {
         let t: PullRequestTracker = serde_json::from_value(json!({
             "apiVersion": "promotion.io/v1alpha1", "kind": "PullRequestTracker",
-            "metadata": {"name": TRACKER},
-            "spec": {"repository": {"owner": "acme", "name": "shop"}, "number": 42, "headSha": SHA,
-                     "environment": "dev", "application": {"namespace": self.ns, "name": "shop-dev"}}
+            "metadata": {"name": name},
+            "spec": {"repository": {"owner": "acme", "name": "shop"}, "number": number, "headSha": sha,
+                     "environment": "dev", "application": {"namespace": self.ns, "name": app}}
         }))
         .expect("a tracker");
         self.trackers()
@@ -230,14 +234,35 @@ impl World {
             .expect("creating the tracker");
     }
 
+    /// A watched, opted-in Application synced at `revision`.
+    async fn create_app(&self, name: &str, revision: &str, env: &str) {
+        let mut app =
+            promotion_standins::argo::application(&self.ns, name, revision, &self.ns, env);
+        app["metadata"]["labels"]["promotion.io/watch"] = json!("true");
+        let app: DynamicObject = serde_json::from_value(app).expect("an Application");
+        apps(&self.client, &self.ns)
+            .create(&PostParams::default(), &app)
+            .await
+            .expect("creating an Application");
+    }
+
     async fn wait_for(
         &self,
         what: &str,
         done: impl Fn(&PullRequestTracker) -> bool,
     ) -> PullRequestTracker {
+        self.wait_for_named(TRACKER, what, done).await
+    }
+
+    async fn wait_for_named(
+        &self,
+        name: &str,
+        what: &str,
+        done: impl Fn(&PullRequestTracker) -> bool,
+    ) -> PullRequestTracker {
         let deadline = Instant::now() + PATIENCE;
         loop {
-            let t = self.trackers().get(TRACKER).await.expect("the tracker");
+            let t = self.trackers().get(name).await.expect("the tracker");
             if done(&t) {
                 return t;
             }
@@ -504,6 +529,48 @@ async fn an_application_sync_wakes_the_tracker_without_a_poll() {
         })
         .await;
     assert_eq!(world.target_revision("shop-prod").await, SHA);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_released_environment_wakes_the_pr_queued_for_it() {
+    const SHA2: &str = "9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a2f1e0d";
+    let script = CiScript::new(RUN_TIME);
+    // The first PR's staging gate runs long enough for the second to queue behind it.
+    script.set("team-a/e2e", Outcome::Pass, Duration::from_secs(5));
+    let world = World::start(
+        "e2e-queue-wake",
+        Delivery::Watched,
+        script,
+        |ns| {
+            vec![
+                policy("dev-to-staging", "dev", "staging", ns, json!([smoke()])),
+                policy("staging-to-prod", "staging", "prod", ns, json!([e2e()])),
+            ]
+        },
+        |_| {},
+    )
+    .await;
+    world.create_app("shop-dev-43", SHA2, "dev").await;
+    world.create_tracker().await;
+    world
+        .wait_for("testing in staging", |t| environment(t) == Some("staging"))
+        .await;
+    world
+        .create_tracker_for("shop-pr-43", 43, SHA2, "shop-dev-43")
+        .await;
+    world
+        .wait_for_named("shop-pr-43", "Queued behind the first PR", |t| {
+            phase(t) == Some(Phase::Queued)
+        })
+        .await;
+    // With polls 10 minutes apart, only the release seen on the watched
+    // Application can hand staging to the PR waiting for it.
+    world
+        .wait_for_named("shop-pr-43", "Completed in prod", |t| {
+            phase(t) == Some(Phase::Completed) && environment(t) == Some("prod")
+        })
+        .await;
+    assert_eq!(world.target_revision("shop-prod").await, SHA2);
 }
 
 #[tokio::test(flavor = "multi_thread")]
