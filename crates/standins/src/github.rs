@@ -6,7 +6,8 @@
 //!   204. The run's `display_title` is `gate <PROMOTION_CORRELATION_ID>`, as the
 //!   workflow's `run-name` renders it. A run is `in_progress` until the script's
 //!   time has passed, then `completed` with `success` or `failure`.
-//! - `GET .../workflows/:wf/runs` (`per_page`, `page`, `created=>=...`, newest first),
+//! - `GET .../workflows/:wf/runs` (`per_page`, `page`, `event`, `created=>=...`, newest
+//!   first; at most 1,000 results when a filter such as `created` or `event` is given),
 //!   `GET /repos/:o/:r/actions/runs/:id`, `POST .../runs/:id/cancel` (409 once completed).
 //! - Labels: `POST`/`GET /repos/:o/:r/issues/:n/labels`, `DELETE .../labels/:name`.
 //! - `POST /repos/:o/:r/statuses/:sha` (state checked, description <= 140 characters).
@@ -38,6 +39,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
+/// The most results GitHub lists for a filtered search of workflow runs.
+const SEARCH_LIMIT: usize = 1000;
 const PROVIDER: &str = "github-actions";
 const CORRELATION: &str = "PROMOTION_CORRELATION_ID";
 /// `workflow_dispatch` takes at most this many inputs.
@@ -491,7 +494,21 @@ async fn list_runs(
         .filter_map(|id| s.runs.get(id))
         .filter(|r| since.is_none_or(|t| r.created >= t));
     let total = matching.clone().count();
+    // GitHub answers at most 1,000 results for a search with these filters.
+    let filtered = [
+        "actor",
+        "branch",
+        "check_suite_id",
+        "created",
+        "event",
+        "head_sha",
+        "status",
+    ]
+    .iter()
+    .any(|f| q.contains_key(*f));
+    let limit = if filtered { SEARCH_LIMIT } else { usize::MAX };
     let runs: Vec<Value> = matching
+        .take(limit)
         .skip((page_no - 1) * per_page)
         .take(per_page)
         .map(|r| gh.run_json(r))

@@ -32,20 +32,21 @@ use crate::http::{Answer, Effect};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use promotion_core::ports::{
-    PortError, RunHandle, RunRef, RunState, RunStatus, TestRunner, TriggerRequest,
+    Found, PortError, RunHandle, RunRef, RunState, RunStatus, TestRunner, TriggerRequest,
 };
 use promotion_core::trigger::CORRELATION_PARAMETER;
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, PoisonError};
+use std::time::SystemTime;
 
 /// `workflow_dispatch` takes at most this many inputs.
 pub const MAX_INPUTS: usize = 25;
 /// The listing's largest page.
 const PER_PAGE: usize = 100;
-/// How many pages `find` reads before it concludes the run is not there.
-const FIND_PAGES: usize = 3;
+/// GitHub lists at most this many runs for a search with filters such as `created`.
+const SEARCH_LIMIT: usize = 1000;
 /// The `created` filter starts this much before our clock's trigger time, so a
 /// GitHub clock behind ours does not hide the run.
 const CLOCK_SKEW: chrono::Duration = chrono::Duration::minutes(5);
@@ -331,49 +332,62 @@ impl GitHubActionsRunner {
         connection.send(&call).await
     }
 
-    /// The newest run of `workflow` whose `display_title` holds `correlation_id`.
+    /// The newest run of `workflow` created since `since` whose `display_title` holds
+    /// `correlation_id`, reading at most `pages` pages: Absent once the listing ended,
+    /// "not sure" when the page cap or GitHub's 1,000-result limit stopped it first.
     async fn search(
         connection: &GitHubConnection,
         workflow: &Workflow,
         correlation_id: &str,
-        created_since: Option<DateTime<Utc>>,
+        since: DateTime<Utc>,
         pages: usize,
-    ) -> Result<Option<RunHandle>, PortError> {
+    ) -> Result<Found, PortError> {
         if correlation_id.is_empty() {
-            return Ok(None);
+            return Ok(Found::Absent);
         }
+        let since_text = since.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+        let mut seen = 0;
         for page in 1..=pages {
-            let mut call = Call::new(
+            let call = Call::new(
                 Method::GET,
                 Effect::Read,
                 &workflow.workflow_segments(&["runs"]),
             )
             .query("event", "workflow_dispatch")
+            .query("created", format!(">={since_text}"))
             .query("per_page", PER_PAGE.to_string())
             .query("page", page.to_string());
-            if let Some(since) = created_since {
-                call = call.query(
-                    "created",
-                    format!(">={}", since.format("%Y-%m-%dT%H:%M:%SZ")),
-                );
-            }
             let list: RunList = connection.read(&call).await?;
+            seen += list.workflow_runs.len();
             let found = list
                 .workflow_runs
                 .iter()
                 .filter(|r| mentions(r.display_title.as_deref().unwrap_or(""), correlation_id))
                 .max_by_key(|r| r.id);
             if let Some(run) = found {
-                return Ok(Some(RunHandle {
+                return Ok(Found::Run(RunHandle {
                     run_id: run.id.to_string(),
                     url: run.html_url.clone(),
                 }));
             }
             if list.workflow_runs.len() < PER_PAGE {
-                break;
+                return Ok(Found::Absent);
+            }
+            if page * PER_PAGE >= SEARCH_LIMIT {
+                return Ok(Found::NotSure(format!(
+                    "connection {}: GitHub lists at most {SEARCH_LIMIT} runs of {} created since \
+                     {since_text}, and that many were newer",
+                    connection.name(),
+                    workflow.file
+                )));
             }
         }
-        Ok(None)
+        Ok(Found::NotSure(format!(
+            "connection {}: read the {seen} newest runs of {} created since {since_text} \
+             ({pages} pages, maxFindPages) without reaching the last one",
+            connection.name(),
+            workflow.file
+        )))
     }
 
     /// Finds the run a dispatch that returned no id started, retrying for a few seconds
@@ -390,9 +404,10 @@ impl GitHubActionsRunner {
             if attempt > 0 {
                 tokio::time::sleep(interval).await;
             }
-            match Self::search(connection, workflow, correlation_id, Some(since), 1).await {
-                Ok(Some(handle)) => return Ok(handle),
-                Ok(None) => {}
+            match Self::search(connection, workflow, correlation_id, since, 1).await {
+                Ok(Found::Run(handle)) => return Ok(handle),
+                Ok(Found::Absent) => {}
+                Ok(Found::NotSure(why)) => last_error = Some(why),
                 Err(e) => last_error = Some(e.message),
             }
         }
@@ -486,10 +501,18 @@ impl TestRunner for GitHubActionsRunner {
         })
     }
 
-    async fn find(&self, req: &TriggerRequest) -> Result<Option<RunHandle>, PortError> {
+    async fn find(&self, req: &TriggerRequest, since: SystemTime) -> Result<Found, PortError> {
         let connection = self.connection(req.connection.as_deref())?;
         let workflow = Workflow::parse(connection, &req.job)?;
-        Self::search(connection, &workflow, &req.correlation_id, None, FIND_PAGES).await
+        let pages = connection.find_pages();
+        Self::search(
+            connection,
+            &workflow,
+            &req.correlation_id,
+            DateTime::<Utc>::from(since),
+            pages,
+        )
+        .await
     }
 
     async fn cancel(&self, run: &RunRef) -> Result<(), PortError> {
