@@ -28,7 +28,7 @@ use crate::http::{Auth, Body, Effect, HttpClient, RateLimits, Request, Service};
 use async_trait::async_trait;
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use promotion_core::ports::{
-    Found, PortError, RunHandle, RunRef, RunState, RunStatus, TestRunner, TriggerRequest,
+    ErrorKind, Found, PortError, RunHandle, RunRef, RunState, RunStatus, TestRunner, TriggerRequest,
 };
 use reqwest::header::HeaderName;
 use reqwest::{Method, StatusCode};
@@ -64,6 +64,42 @@ struct Pipeline {
     web_url: Option<String>,
     name: Option<String>,
     created_at: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Project {
+    #[serde(default)]
+    ci_config_path: Option<String>,
+}
+
+/// Why a CI file's `workflow: name:` cannot show the correlation input, if it cannot.
+/// The file may start with a `spec:` header document, so every document is read.
+fn workflow_name_problem(path: &str, yaml: &str) -> Result<Option<String>, String> {
+    use serde::Deserialize as _;
+    let wanted = format!("inputs.{CORRELATION_VARIABLE}");
+    let mut name = None;
+    for doc in serde_yaml::Deserializer::from_str(yaml) {
+        let value =
+            serde_yaml::Value::deserialize(doc).map_err(|e| format!("{path} is not YAML: {e}"))?;
+        if let Some(n) = value
+            .get("workflow")
+            .and_then(|w| w.get("name"))
+            .and_then(serde_yaml::Value::as_str)
+        {
+            name = Some(n.to_owned());
+        }
+    }
+    Ok(match name {
+        Some(n) if n.contains(&wanted) => None,
+        Some(n) => Some(format!(
+            "{path}: workflow:name {n:?} does not mention {wanted}, and GitLab does not list a \
+             pipeline's inputs; use name: \"gate $[[ {wanted} ]]\""
+        )),
+        None => Some(format!(
+            "{path} has no workflow:name, and GitLab does not list a pipeline's inputs, so its \
+             pipelines do not show {CORRELATION_VARIABLE}; add workflow: name: \"gate $[[ {wanted} ]]\""
+        )),
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -327,6 +363,66 @@ impl TestRunner for GitLabRunner {
         )))
     }
 
+    /// With inputs, `find` sees a pipeline only by its name: the project's CI file must
+    /// put the correlation input in `workflow: name:`. Variables are always listed.
+    async fn check_findable(&self, req: &TriggerRequest) -> Result<(), PortError> {
+        if self.settings.parameters != GitLabParameters::Inputs {
+            return Ok(());
+        }
+        let unknown = |why: String| PortError::transient(why);
+        let project = project_segment(&req.job).map_err(|e| unknown(e.message))?;
+        let could_not = |what: &str, e: PortError| PortError {
+            kind: ErrorKind::Transient,
+            message: format!(
+                "could not read {what} of project {}: {}",
+                req.job, e.message
+            ),
+            retry_after: e.retry_after,
+        };
+        let info: Project = self
+            .http
+            .read_json(&self.api(
+                Method::GET,
+                Effect::Read,
+                format!("/api/v4/projects/{project}"),
+            ))
+            .await
+            .map_err(|e| could_not("the settings", e))?;
+        let path = info
+            .ci_config_path
+            .filter(|p| !p.trim().is_empty())
+            .unwrap_or_else(|| ".gitlab-ci.yml".to_owned());
+        if path.contains('@') || path.contains("://") {
+            return Err(unknown(format!(
+                "project {} takes its CI configuration from {path}, which is not checked",
+                req.job
+            )));
+        }
+        let mut file = format!(
+            "/api/v4/projects/{project}/repository/files/{}/raw",
+            utf8_percent_encode(&path, NON_ALPHANUMERIC)
+        );
+        if let Some(git_ref) = &req.git_ref {
+            file.push_str("?ref=");
+            file.extend(url::form_urlencoded::byte_serialize(git_ref.as_bytes()));
+        }
+        let answer = self
+            .http
+            .read(&self.api(Method::GET, Effect::Read, file))
+            .await
+            .map_err(|e| could_not(&path, e))?;
+        let text = String::from_utf8_lossy(&answer.body);
+        match workflow_name_problem(&path, &text) {
+            Ok(None) => Ok(()),
+            Ok(Some(problem)) => Err(PortError::permanent(format!(
+                "connection {} passes parameters as inputs; project {}: {problem}",
+                self.http.connection(),
+                req.job
+            ))),
+            Err(why) => Err(unknown(why)),
+        }
+    }
+
     async fn cancel(&self, run: &RunRef) -> Result<(), PortError> {
         let project = project_segment(&run.job)?;
         let id = parse_pipeline_id(run)?;
@@ -359,6 +455,26 @@ mod tests {
         );
         assert_eq!(project_segment("42").unwrap(), "42");
         assert!(project_segment("/").is_err());
+    }
+
+    #[test]
+    fn inputs_need_the_correlation_input_in_the_workflow_name() {
+        let good = "spec:\n  inputs:\n    PROMOTION_CORRELATION_ID: {}\n---\nworkflow:\n  name: \"gate $[[ inputs.PROMOTION_CORRELATION_ID ]]\"\n";
+        assert_eq!(workflow_name_problem(".gitlab-ci.yml", good), Ok(None));
+        let other = "workflow:\n  name: nightly\n";
+        assert!(
+            workflow_name_problem("ci.yml", other)
+                .unwrap()
+                .unwrap()
+                .contains("does not mention")
+        );
+        let none = "test:\n  script: [true]\n";
+        assert!(
+            workflow_name_problem("ci.yml", none)
+                .unwrap()
+                .unwrap()
+                .contains("no workflow:name")
+        );
     }
 
     #[test]

@@ -800,3 +800,51 @@ async fn find_is_not_sure_when_the_page_cap_or_githubs_1000_limit_comes_first() 
     assert!(why.contains("at most 1000 runs"), "{why}");
     assert_eq!(listings(&s).len(), 2 + 10);
 }
+
+#[tokio::test]
+async fn a_workflow_whose_run_name_lacks_the_correlation_id_is_reported_unfindable() {
+    let s = standins().await;
+    let runner = runner(&s);
+    let contents = "/repos/acme/shop/contents/.github/workflows/gate.yml";
+    // The stand-in's workflows show the correlation id in their run-name.
+    runner.check_findable(&request("")).await.unwrap();
+    let read = &s.github.calls_to("GET", contents)[0];
+    assert_eq!(read.query.as_deref(), Some("ref=main"));
+
+    // A workflow that names its runs by SHA only: `find` can never tell them apart.
+    use base64::Engine as _;
+    let file = "on:\n  workflow_dispatch:\n    inputs:\n      PROMOTION_CORRELATION_ID: {}\n\
+                run-name: gate ${{ inputs.HEAD_SHA }}\njobs: {}\n";
+    let encoded = base64::engine::general_purpose::STANDARD.encode(file);
+    s.github.script(
+        "GET",
+        contents,
+        [Reply::status(200)
+            .json(
+                &json!({"type": "file", "encoding": "base64", "name": "gate.yml",
+                          "path": ".github/workflows/gate.yml", "content": encoded}),
+            )
+            .into()],
+    );
+    let err = runner.check_findable(&request("")).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Permanent);
+    assert!(
+        err.message
+            .contains("does not mention inputs.PROMOTION_CORRELATION_ID"),
+        "{}",
+        err.message
+    );
+    assert!(err.message.contains("github-main"), "{}", err.message);
+
+    // A 404 (or a token without Contents: read) is no verdict on the workflow.
+    s.github.script(
+        "GET",
+        contents,
+        [Reply::status(404)
+            .json(&json!({"message": "Not Found", "documentation_url": "https://docs.github.com/rest"}))
+            .into()],
+    );
+    let err = runner.check_findable(&request("")).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Transient, "{}", err.message);
+    assert_eq!(s.github.count("GET", contents), 3);
+}

@@ -570,3 +570,42 @@ async fn find_is_not_sure_when_the_page_cap_comes_before_the_last_page() {
     assert!(why.contains("200 newest pipelines"), "{why}");
     assert_eq!(listings(&s).len(), 2);
 }
+
+#[tokio::test]
+async fn inputs_need_the_correlation_input_in_the_pipeline_name_to_be_found() {
+    let s = standins().await;
+    let mut c = connection(&s, GITLAB_SECRET);
+    c.config.gitlab.parameters = GitLabParameters::Inputs;
+    let r = GitLabRunner::new(&c).unwrap();
+    let files = format!("{API}/repository/files/*");
+    // The stand-in's CI file puts the input in `workflow: name:`.
+    r.check_findable(&request("")).await.unwrap();
+    assert_eq!(s.gitlab.count("GET", API), 1, "the project's CI file path");
+    let read = &s.gitlab.calls_to("GET", &files)[0];
+    assert!(read.path.ends_with("/raw"), "{}", read.path);
+    assert_eq!(read.query.as_deref(), Some("ref=main"));
+
+    s.gitlab.script(
+        "GET",
+        &files,
+        [Reply::status(200)
+            .header("content-type", "text/plain")
+            .body("spec:\n  inputs:\n    PROMOTION_CORRELATION_ID: {}\n---\nworkflow:\n  name: nightly\n")
+            .into()],
+    );
+    let err = r.check_findable(&request("")).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Permanent);
+    assert!(
+        err.message.contains("passes parameters as inputs")
+            && err
+                .message
+                .contains("does not mention inputs.PROMOTION_CORRELATION_ID"),
+        "{}",
+        err.message
+    );
+
+    // With variables `find` reads each pipeline's variables: nothing to check.
+    let reads = s.gitlab.count("GET", &files);
+    runner(&s).check_findable(&request("")).await.unwrap();
+    assert_eq!(s.gitlab.count("GET", &files), reads);
+}

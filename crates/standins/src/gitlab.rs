@@ -15,6 +15,9 @@
 //!   in the body (`token`, `ref`, `variables` as a hash) -> 201. A trigger
 //!   token cannot read; the read token (`read_api`) reads but cannot create or
 //!   cancel (403).
+//! - `GET /api/v4/projects/:id` (`ci_config_path` null) and
+//!   `GET .../repository/files/.gitlab-ci.yml/raw`: a CI file that declares the
+//!   `PROMOTION_CORRELATION_ID` input and puts it in `workflow: name:`.
 //! - Pipeline pages (`GET /<project>/-/pipelines/:pid`) answer without a token.
 //! - The API is also served under `/gitlab`, as a self-hosted GitLab under a path prefix.
 
@@ -27,7 +30,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -133,6 +136,11 @@ impl GitLab {
         Router::new()
             .route("/api/v4/projects/{project}/pipeline", post(create))
             .route("/api/v4/projects/{project}/trigger/pipeline", post(trigger))
+            .route("/api/v4/projects/{project}", get(project_info))
+            .route(
+                "/api/v4/projects/{project}/repository/files/{file}/raw",
+                get(raw_file),
+            )
             .route("/api/v4/projects/{project}/pipelines", get(list))
             .route("/api/v4/projects/{project}/pipelines/{id}", get(show))
             .route(
@@ -498,6 +506,58 @@ fn paged(body: Value, page: usize, per_page: usize, total: usize) -> Response {
             resp.headers_mut().insert(name, v);
         }
     }
+    resp
+}
+
+/// The CI file of every project: it declares the correlation input and puts it in the
+/// pipeline's name, as the stand-in names its pipelines.
+const CI_FILE: &str = "spec:
+  inputs:
+    PROMOTION_CORRELATION_ID:
+      default: ''
+---
+workflow:
+  name: \"gate $[[ inputs.PROMOTION_CORRELATION_ID ]]\"
+gate:
+  script: [echo gate]
+";
+
+/// `GET /api/v4/projects/:id`: projects exist on demand, with the default CI file path.
+async fn project_info(
+    State(gl): State<Arc<GitLab>>,
+    Path(project): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(denied) = gl.denied(&headers) {
+        return denied;
+    }
+    let id = gl.lock().projects.get(&project).map_or(0, |p| p.id);
+    json(
+        StatusCode::OK,
+        json!({
+            "id": id, "path_with_namespace": project, "default_branch": "main",
+            "ci_config_path": null, "web_url": format!("{}/{project}", gl.base),
+        }),
+    )
+}
+
+/// `GET /api/v4/projects/:id/repository/files/:path/raw` (`ref` optional): `.gitlab-ci.yml`.
+async fn raw_file(
+    State(gl): State<Arc<GitLab>>,
+    Path((_project, file)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(denied) = gl.denied(&headers) {
+        return denied;
+    }
+    if file != ".gitlab-ci.yml" {
+        return message(StatusCode::NOT_FOUND, "404 File Not Found");
+    }
+    let mut resp = (StatusCode::OK, CI_FILE).into_response();
+    resp.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("text/plain"),
+    );
     resp
 }
 

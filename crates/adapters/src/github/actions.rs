@@ -32,7 +32,7 @@ use crate::http::{Answer, Effect};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use promotion_core::ports::{
-    Found, PortError, RunHandle, RunRef, RunState, RunStatus, TestRunner, TriggerRequest,
+    ErrorKind, Found, PortError, RunHandle, RunRef, RunState, RunStatus, TestRunner, TriggerRequest,
 };
 use promotion_core::trigger::CORRELATION_PARAMETER;
 use reqwest::{Method, StatusCode};
@@ -195,6 +195,35 @@ struct Run {
 #[derive(Debug, Deserialize)]
 struct RunList {
     workflow_runs: Vec<Run>,
+}
+
+/// A file as the contents API returns it.
+#[derive(Debug, Deserialize)]
+struct Contents {
+    #[serde(default)]
+    encoding: Option<String>,
+    #[serde(default)]
+    content: Option<String>,
+}
+
+/// Why a workflow file's `run-name` cannot show the correlation id, if it cannot.
+fn run_name_problem(file: &str, yaml: &str) -> Result<Option<String>, String> {
+    let doc: serde_yaml::Value =
+        serde_yaml::from_str(yaml).map_err(|e| format!("workflow {file} is not YAML: {e}"))?;
+    let wanted = format!("inputs.{CORRELATION_PARAMETER}");
+    Ok(
+        match doc.get("run-name").and_then(serde_yaml::Value::as_str) {
+            Some(name) if name.contains(&wanted) => None,
+            Some(name) => Some(format!(
+                "workflow {file}: its run-name {name:?} does not mention {wanted}, so its runs \
+             cannot be told apart; use run-name: gate ${{{{ {wanted} }}}}"
+            )),
+            None => Some(format!(
+                "workflow {file} has no run-name, so its runs do not show {CORRELATION_PARAMETER}; \
+             add run-name: gate ${{{{ {wanted} }}}}"
+            )),
+        },
+    )
 }
 
 /// The 200 answer of a dispatch sent with `return_run_details`.
@@ -515,6 +544,63 @@ impl TestRunner for GitHubActionsRunner {
         .await
     }
 
+    /// Reads the workflow file (contents API, at the test's ref) and checks that its
+    /// `run-name` shows `inputs.PROMOTION_CORRELATION_ID`, which is how `find` sees a run.
+    async fn check_findable(&self, req: &TriggerRequest) -> Result<(), PortError> {
+        let unknown = |why: String| PortError::transient(why);
+        let connection = self
+            .connection(req.connection.as_deref())
+            .map_err(|e| unknown(e.message))?;
+        let workflow = Workflow::parse(connection, &req.job).map_err(|e| unknown(e.message))?;
+        if workflow.file.chars().all(|c| c.is_ascii_digit()) {
+            return Err(unknown(format!(
+                "workflow {} is named by its id, so its file cannot be read",
+                workflow.file
+            )));
+        }
+        let mut call = Call::new(
+            Method::GET,
+            Effect::Read,
+            &workflow.repo_segments(&["contents", ".github", "workflows", &workflow.file]),
+        );
+        if let Some(r) = req.git_ref.as_deref().filter(|r| !r.trim().is_empty()) {
+            call = call.query("ref", r.trim());
+        }
+        let file: Contents = connection.read(&call).await.map_err(|e| {
+            // A 404 can also be a token without Contents: read: not a verdict on the workflow.
+            PortError {
+                kind: ErrorKind::Transient,
+                message: format!("could not read workflow {}: {}", workflow.file, e.message),
+                retry_after: e.retry_after,
+            }
+        })?;
+        let text = match (file.encoding.as_deref(), file.content) {
+            (Some("base64"), Some(content)) => {
+                let compact: String = content.split_whitespace().collect();
+                use base64::Engine as _;
+                base64::engine::general_purpose::STANDARD
+                    .decode(compact)
+                    .ok()
+                    .and_then(|b| String::from_utf8(b).ok())
+            }
+            _ => None,
+        };
+        let Some(text) = text else {
+            return Err(unknown(format!(
+                "workflow {}: the contents API returned no readable file",
+                workflow.file
+            )));
+        };
+        match run_name_problem(&workflow.file, &text) {
+            Ok(None) => Ok(()),
+            Ok(Some(problem)) => Err(PortError::permanent(format!(
+                "connection {}: {problem}",
+                connection.name()
+            ))),
+            Err(why) => Err(unknown(why)),
+        }
+    }
+
     async fn cancel(&self, run: &RunRef) -> Result<(), PortError> {
         let connection = self.connection(run.connection.as_deref())?;
         let workflow = Workflow::parse(connection, &run.job)?;
@@ -581,6 +667,29 @@ mod tests {
         assert!(!mentions("gate prc-12", "prc-1"));
         assert!(!mentions("gate xprc-1", "prc-1"));
         assert!(!mentions("anything", ""));
+    }
+
+    #[test]
+    fn a_run_name_must_mention_the_correlation_input() {
+        let good = "on: workflow_dispatch\nrun-name: gate ${{ inputs.PROMOTION_CORRELATION_ID }}\n";
+        assert_eq!(run_name_problem("g.yml", good), Ok(None));
+        let old = "run-name: gate ${{ github.event.inputs.PROMOTION_CORRELATION_ID }}\n";
+        assert_eq!(run_name_problem("g.yml", old), Ok(None));
+        let other = "run-name: gate ${{ inputs.sha }}\n";
+        assert!(
+            run_name_problem("g.yml", other)
+                .unwrap()
+                .unwrap()
+                .contains("does not mention")
+        );
+        let none = "on: workflow_dispatch\njobs: {}\n";
+        assert!(
+            run_name_problem("g.yml", none)
+                .unwrap()
+                .unwrap()
+                .contains("no run-name")
+        );
+        assert!(run_name_problem("g.yml", "a: [").is_err());
     }
 
     #[test]
