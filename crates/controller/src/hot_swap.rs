@@ -110,6 +110,9 @@ impl TestRunner for Unavailable {
     async fn find(&self, _: &TriggerRequest, _: SystemTime) -> Result<Found, PortError> {
         self.err()
     }
+    async fn check_findable(&self, _: &TriggerRequest) -> Result<(), PortError> {
+        self.err()
+    }
     async fn cancel(&self, _: &RunRef) -> Result<(), PortError> {
         self.err()
     }
