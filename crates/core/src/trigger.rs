@@ -48,6 +48,9 @@ pub fn find_since(run: &TestRun) -> SystemTime {
         .unwrap_or(SystemTime::UNIX_EPOCH)
 }
 
+/// The least time between two searches that ended "not sure".
+const NOT_SURE_MIN_WAIT: Duration = Duration::from_millis(200);
+
 /// How long to wait before sending again a trigger refused without a Retry-After.
 const NOT_SENT_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -280,21 +283,17 @@ impl<'a> TriggerManager<'a> {
     }
 
     /// `find` could not see back to the intent's time: the run may exist, so it is never
-    /// sent again on this answer. Look again after the grace (or the poll interval); the
-    /// per-test timeout, counted from the first trigger, ends the wait.
+    /// sent again on this answer. It is looked for again a grace period later (a search
+    /// that reached its page cap is costly); the per-test timeout, counted from the first
+    /// trigger, ends the wait.
     fn not_sure(&self, run: &mut TestRun, why: &str, out: &mut Adoption) {
-        if let Some(last) = last_attempt(run) {
-            let age = age(Some(last.answered_at.as_ref().unwrap_or(&last.armed_at)));
-            if age < self.grace {
-                out.wait_at_most(self.grace - age);
-            }
-        }
-        let msg =
-            format!("not sure whether the CI system started the run, not triggering again: {why}");
-        if run.message.as_deref() != Some(msg.as_str()) {
-            run.message = Some(msg);
-            out.changed = true;
-        }
+        let again = self.grace.max(NOT_SURE_MIN_WAIT);
+        run.not_before = Some(after(again));
+        out.wait_at_most(again);
+        run.message = Some(format!(
+            "not sure whether the CI system started the run, not triggering again: {why}"
+        ));
+        out.changed = true;
     }
 
     /// The CI system does not know the run: wait out the grace from the trigger's
