@@ -132,15 +132,21 @@ impl Default for HttpSettings {
 pub struct JenkinsSettings {
     /// What an UNSTABLE build (tests failed, build succeeded) means for a gate.
     pub unstable: RunState,
-    /// How many recent builds `find` searches for the correlation id.
+    /// How many builds one `find` page (a `{M,N}` range of the build history) holds.
     pub find_depth: usize,
+    /// How many pages `find` reads back towards the intent's time before it says "not sure".
+    pub find_pages: usize,
 }
+
+/// The default of `maxFindPages`: how far back `find` reads before it says "not sure".
+pub const DEFAULT_FIND_PAGES: usize = 20;
 
 impl Default for JenkinsSettings {
     fn default() -> Self {
         Self {
             unstable: RunState::Failed,
-            find_depth: 50,
+            find_depth: 100,
+            find_pages: DEFAULT_FIND_PAGES,
         }
     }
 }
@@ -160,15 +166,18 @@ pub enum GitLabParameters {
 pub struct GitLabSettings {
     /// Variables or inputs.
     pub parameters: GitLabParameters,
-    /// How many recent pipelines `find` searches for the correlation id.
+    /// How many pipelines one `find` page holds (`per_page`, at most 100).
     pub find_depth: usize,
+    /// How many pages `find` reads back towards the intent's time before it says "not sure".
+    pub find_pages: usize,
 }
 
 impl Default for GitLabSettings {
     fn default() -> Self {
         Self {
             parameters: GitLabParameters::Variables,
-            find_depth: 20,
+            find_depth: 100,
+            find_pages: DEFAULT_FIND_PAGES,
         }
     }
 }
@@ -182,6 +191,8 @@ pub struct GitHubSettings {
     pub find_attempts: usize,
     /// The pause between those look-ups (`findInterval`).
     pub find_interval: Duration,
+    /// How many pages of 100 runs `find` reads back towards the intent's time (`maxFindPages`).
+    pub find_pages: usize,
 }
 
 impl Default for GitHubSettings {
@@ -190,6 +201,7 @@ impl Default for GitHubSettings {
             repository: None,
             find_attempts: 5,
             find_interval: Duration::from_secs(2),
+            find_pages: DEFAULT_FIND_PAGES,
         }
     }
 }

@@ -6,7 +6,11 @@
 //! correlation id travels as variable `PROMOTION_CORRELATION_ID`, or as an input
 //! of that name on projects that forbid pipeline variables.
 //!
-//! `find` reads each recent pipeline's variables; it also adopts a pipeline
+//! `find` lists the project's pipelines updated since the intent's time
+//! (`updated_after`, `source` of the endpoint the trigger used, newest first), page
+//! after page until one created before that time or the last page (`x-next-page`),
+//! at most `maxFindPages`; then it says "not sure". It reads each listed
+//! pipeline's variables; it also adopts a pipeline
 //! whose `name` holds the correlation id, which is how inputs can be found (the
 //! API does not list a pipeline's inputs): such projects set
 //! `workflow: name: "... $[[ inputs.PROMOTION_CORRELATION_ID ]]"`.
@@ -24,12 +28,13 @@ use crate::http::{Auth, Body, Effect, HttpClient, RateLimits, Request, Service};
 use async_trait::async_trait;
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use promotion_core::ports::{
-    PortError, RunHandle, RunRef, RunState, RunStatus, TestRunner, TriggerRequest,
+    ErrorKind, Found, PortError, RunHandle, RunRef, RunState, RunStatus, TestRunner, TriggerRequest,
 };
 use reqwest::header::HeaderName;
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
+use std::time::SystemTime;
 
 /// The variable or input that carries the correlation id, so `find` can adopt a run.
 pub const CORRELATION_VARIABLE: &str = "PROMOTION_CORRELATION_ID";
@@ -58,6 +63,43 @@ struct Pipeline {
     status: Option<String>,
     web_url: Option<String>,
     name: Option<String>,
+    created_at: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Project {
+    #[serde(default)]
+    ci_config_path: Option<String>,
+}
+
+/// Why a CI file's `workflow: name:` cannot show the correlation input, if it cannot.
+/// The file may start with a `spec:` header document, so every document is read.
+fn workflow_name_problem(path: &str, yaml: &str) -> Result<Option<String>, String> {
+    use serde::Deserialize as _;
+    let wanted = format!("inputs.{CORRELATION_VARIABLE}");
+    let mut name = None;
+    for doc in serde_yaml::Deserializer::from_str(yaml) {
+        let value =
+            serde_yaml::Value::deserialize(doc).map_err(|e| format!("{path} is not YAML: {e}"))?;
+        if let Some(n) = value
+            .get("workflow")
+            .and_then(|w| w.get("name"))
+            .and_then(serde_yaml::Value::as_str)
+        {
+            name = Some(n.to_owned());
+        }
+    }
+    Ok(match name {
+        Some(n) if n.contains(&wanted) => None,
+        Some(n) => Some(format!(
+            "{path}: workflow:name {n:?} does not mention {wanted}, and GitLab does not list a \
+             pipeline's inputs; use name: \"gate $[[ {wanted} ]]\""
+        )),
+        None => Some(format!(
+            "{path} has no workflow:name, and GitLab does not list a pipeline's inputs, so its \
+             pipelines do not show {CORRELATION_VARIABLE}; add workflow: name: \"gate $[[ {wanted} ]]\""
+        )),
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -257,32 +299,128 @@ impl TestRunner for GitLabRunner {
         })
     }
 
-    async fn find(&self, req: &TriggerRequest) -> Result<Option<RunHandle>, PortError> {
+    async fn find(&self, req: &TriggerRequest, since: SystemTime) -> Result<Found, PortError> {
         let project = project_segment(&req.job)?;
-        let mut path = format!(
-            "/api/v4/projects/{project}/pipelines?order_by=id&sort=desc&per_page={}",
-            self.settings.find_depth
-        );
-        if let Some(git_ref) = &req.git_ref {
-            path.push_str("&ref=");
-            path.extend(url::form_urlencoded::byte_serialize(git_ref.as_bytes()));
-        }
-        let pipelines: Vec<Pipeline> = self
-            .http
-            .read_json(&self.api(Method::GET, Effect::Read, path))
-            .await?;
-        for pipeline in pipelines {
-            if self
-                .carries_correlation_id(&project, &pipeline, &req.correlation_id)
-                .await?
-            {
-                return Ok(Some(RunHandle {
-                    run_id: pipeline.id.to_string(),
-                    url: pipeline.web_url,
-                }));
+        // Whole seconds, as some servers date pipelines: a pipeline of the same second
+        // as `since` must not read as older than it.
+        let since =
+            chrono::SubsecRound::trunc_subsecs(chrono::DateTime::<chrono::Utc>::from(since), 0);
+        let since_text = since.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+        // Pipelines started with a trigger token have source `trigger`, others `api`.
+        let source = match &self.credentials {
+            GitLabCredentials::AccessToken(_) => "api",
+            GitLabCredentials::TriggerToken { .. } => "trigger",
+        };
+        let per_page = self.settings.find_depth.clamp(1, 100);
+        let pages = self.settings.find_pages.max(1);
+        let mut seen = 0;
+        for page in 1..=pages {
+            let mut path = format!(
+                "/api/v4/projects/{project}/pipelines?order_by=id&sort=desc&per_page={per_page}\
+                 &page={page}&source={source}&updated_after={since_text}"
+            );
+            if let Some(git_ref) = &req.git_ref {
+                path.push_str("&ref=");
+                path.extend(url::form_urlencoded::byte_serialize(git_ref.as_bytes()));
+            }
+            let answer = self
+                .http
+                .read(&self.api(Method::GET, Effect::Read, path))
+                .await?;
+            let pipelines: Vec<Pipeline> = answer.json()?;
+            seen += pipelines.len();
+            let mut reached = false;
+            for pipeline in &pipelines {
+                if self
+                    .carries_correlation_id(&project, pipeline, &req.correlation_id)
+                    .await?
+                {
+                    return Ok(Found::Run(RunHandle {
+                        run_id: pipeline.id.to_string(),
+                        url: pipeline.web_url.clone(),
+                    }));
+                }
+                reached |= pipeline
+                    .created_at
+                    .as_deref()
+                    .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                    .is_some_and(|t| t < since);
+            }
+            // An empty `x-next-page` marks the last page; without the header, a short page does.
+            let last = match answer.headers.get("x-next-page") {
+                Some(v) => v.to_str().map_or(true, |v| v.trim().is_empty()),
+                None => pipelines.len() < per_page,
+            };
+            if last || reached {
+                return Ok(Found::Absent);
             }
         }
-        Ok(None)
+        Ok(Found::NotSure(format!(
+            "connection {}: read the {seen} newest pipelines of {} updated since {since_text} \
+             ({pages} pages, maxFindPages) without reaching the last one",
+            self.http.connection(),
+            req.job
+        )))
+    }
+
+    /// With inputs, `find` sees a pipeline only by its name: the project's CI file must
+    /// put the correlation input in `workflow: name:`. Variables are always listed.
+    async fn check_findable(&self, req: &TriggerRequest) -> Result<(), PortError> {
+        if self.settings.parameters != GitLabParameters::Inputs {
+            return Ok(());
+        }
+        let unknown = |why: String| PortError::transient(why);
+        let project = project_segment(&req.job).map_err(|e| unknown(e.message))?;
+        let could_not = |what: &str, e: PortError| PortError {
+            kind: ErrorKind::Transient,
+            message: format!(
+                "could not read {what} of project {}: {}",
+                req.job, e.message
+            ),
+            retry_after: e.retry_after,
+        };
+        let info: Project = self
+            .http
+            .read_json(&self.api(
+                Method::GET,
+                Effect::Read,
+                format!("/api/v4/projects/{project}"),
+            ))
+            .await
+            .map_err(|e| could_not("the settings", e))?;
+        let path = info
+            .ci_config_path
+            .filter(|p| !p.trim().is_empty())
+            .unwrap_or_else(|| ".gitlab-ci.yml".to_owned());
+        if path.contains('@') || path.contains("://") {
+            return Err(unknown(format!(
+                "project {} takes its CI configuration from {path}, which is not checked",
+                req.job
+            )));
+        }
+        let mut file = format!(
+            "/api/v4/projects/{project}/repository/files/{}/raw",
+            utf8_percent_encode(&path, NON_ALPHANUMERIC)
+        );
+        if let Some(git_ref) = &req.git_ref {
+            file.push_str("?ref=");
+            file.extend(url::form_urlencoded::byte_serialize(git_ref.as_bytes()));
+        }
+        let answer = self
+            .http
+            .read(&self.api(Method::GET, Effect::Read, file))
+            .await
+            .map_err(|e| could_not(&path, e))?;
+        let text = String::from_utf8_lossy(&answer.body);
+        match workflow_name_problem(&path, &text) {
+            Ok(None) => Ok(()),
+            Ok(Some(problem)) => Err(PortError::permanent(format!(
+                "connection {} passes parameters as inputs; project {}: {problem}",
+                self.http.connection(),
+                req.job
+            ))),
+            Err(why) => Err(unknown(why)),
+        }
     }
 
     async fn cancel(&self, run: &RunRef) -> Result<(), PortError> {
@@ -317,6 +455,26 @@ mod tests {
         );
         assert_eq!(project_segment("42").unwrap(), "42");
         assert!(project_segment("/").is_err());
+    }
+
+    #[test]
+    fn inputs_need_the_correlation_input_in_the_workflow_name() {
+        let good = "spec:\n  inputs:\n    PROMOTION_CORRELATION_ID: {}\n---\nworkflow:\n  name: \"gate $[[ inputs.PROMOTION_CORRELATION_ID ]]\"\n";
+        assert_eq!(workflow_name_problem(".gitlab-ci.yml", good), Ok(None));
+        let other = "workflow:\n  name: nightly\n";
+        assert!(
+            workflow_name_problem("ci.yml", other)
+                .unwrap()
+                .unwrap()
+                .contains("does not mention")
+        );
+        let none = "test:\n  script: [true]\n";
+        assert!(
+            workflow_name_problem("ci.yml", none)
+                .unwrap()
+                .unwrap()
+                .contains("no workflow:name")
+        );
     }
 
     #[test]

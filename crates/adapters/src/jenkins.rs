@@ -19,12 +19,13 @@ use crate::http::{Answer, Auth, Body, Effect, HttpClient, RateLimits, Request, S
 use async_trait::async_trait;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use promotion_core::ports::{
-    PortError, RunHandle, RunRef, RunState, RunStatus, TestRunner, TriggerRequest,
+    Found, PortError, RunHandle, RunRef, RunState, RunStatus, TestRunner, TriggerRequest,
 };
 use reqwest::header::{COOKIE, HeaderName, HeaderValue, LOCATION, SET_COOKIE};
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use std::sync::Mutex;
+use std::time::SystemTime;
 
 /// The build parameter that carries the correlation id, so `find` can adopt a run
 /// and two gates are never merged into one queue item.
@@ -147,8 +148,29 @@ struct Job {
 struct BuildSummary {
     number: u64,
     queue_id: Option<u64>,
+}
+
+/// One range of a job's whole build history (`allBuilds`, newest first).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct History {
+    #[serde(default)]
+    all_builds: Vec<DatedBuild>,
+}
+
+#[derive(Debug, Deserialize)]
+struct DatedBuild {
+    number: u64,
+    /// When the build was scheduled, in milliseconds since the epoch.
+    timestamp: Option<u64>,
     #[serde(default)]
     actions: Vec<Option<Action>>,
+}
+
+fn epoch_millis(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }
 
 #[derive(Debug, Deserialize)]
@@ -417,12 +439,62 @@ impl JenkinsRunner {
 
     async fn recent_builds(&self, job: &str) -> Result<Vec<BuildSummary>, PortError> {
         let path = format!(
-            "{}/api/json?tree=builds[number,url,queueId,actions[parameters[name,value]]]{{0,{}}}",
+            "{}/api/json?tree=builds[number,queueId]{{0,{}}}",
             job_path(job)?,
             self.settings.find_depth
         );
         let job: Job = self.http.read_json(&self.get(path)).await?;
         Ok(job.builds)
+    }
+
+    /// Pages back through the job's whole history (`allBuilds`, `{M,N}` ranges, newest
+    /// first) until a build scheduled before `since` or the first build; "not sure"
+    /// when `maxFindPages` ranges did not get that far.
+    async fn find_in_history(
+        &self,
+        req: &TriggerRequest,
+        since: SystemTime,
+    ) -> Result<Found, PortError> {
+        let path = job_path(&req.job)?;
+        let per_page = self.settings.find_depth.max(1);
+        let pages = self.settings.find_pages.max(1);
+        let since_ms = epoch_millis(since);
+        let mut seen = 0;
+        for page in 0..pages {
+            let (from, to) = (page * per_page, (page + 1) * per_page);
+            let history: History = self
+                .http
+                .read_json(&self.get(format!(
+                    "{path}/api/json?tree=allBuilds[number,timestamp,actions[parameters[name,value]]]{{{from},{to}}}"
+                )))
+                .await?;
+            seen += history.all_builds.len();
+            if let Some(b) = history
+                .all_builds
+                .iter()
+                .find(|b| carries(&b.actions, &req.correlation_id))
+            {
+                return Ok(Found::Run(RunHandle {
+                    run_id: RunId::Build(b.number).render(),
+                    url: self.build_link(&req.job, b.number),
+                }));
+            }
+            let ended = history.all_builds.len() < per_page;
+            let reached = history
+                .all_builds
+                .iter()
+                .any(|b| b.timestamp.is_some_and(|t| t < since_ms));
+            if ended || reached {
+                return Ok(Found::Absent);
+            }
+        }
+        Ok(Found::NotSure(format!(
+            "connection {}: read the {seen} newest builds of {} ({pages} pages, maxFindPages) \
+             without reaching {}",
+            self.http.connection(),
+            req.job,
+            chrono::DateTime::<chrono::Utc>::from(since).format("%Y-%m-%dT%H:%M:%SZ")
+        )))
     }
 
     fn parse_run_id(&self, run: &RunRef) -> Result<RunId, PortError> {
@@ -497,7 +569,7 @@ impl TestRunner for JenkinsRunner {
         }
     }
 
-    async fn find(&self, req: &TriggerRequest) -> Result<Option<RunHandle>, PortError> {
+    async fn find(&self, req: &TriggerRequest, since: SystemTime) -> Result<Found, PortError> {
         // The queue first: an item leaves it only once its build is listed, so
         // looking in this order cannot miss a run moving between the two.
         let queue: Queue = self
@@ -513,19 +585,12 @@ impl TestRunner for JenkinsRunner {
                     .as_deref()
                     .is_some_and(|p| p.lines().any(|l| l.trim() == wanted_line))
         }) {
-            return Ok(Some(RunHandle {
+            return Ok(Found::Run(RunHandle {
                 run_id: RunId::Queue(item.id).render(),
                 url: self.link(&format!("/queue/item/{}/", item.id)),
             }));
         }
-        let builds = self.recent_builds(&req.job).await?;
-        Ok(builds
-            .into_iter()
-            .find(|b| carries(&b.actions, &req.correlation_id))
-            .map(|b| RunHandle {
-                run_id: RunId::Build(b.number).render(),
-                url: self.build_link(&req.job, b.number),
-            }))
+        self.find_in_history(req, since).await
     }
 
     async fn cancel(&self, run: &RunRef) -> Result<(), PortError> {

@@ -3,10 +3,13 @@
 
 use async_trait::async_trait;
 use promotion_api::Provider;
-use promotion_core::ports::{PortError, RunHandle, RunRef, RunStatus, TestRunner, TriggerRequest};
+use promotion_core::ports::{
+    Found, PortError, RunHandle, RunRef, RunStatus, TestRunner, TriggerRequest,
+};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 /// Runners by (provider, connection name), with a default connection per provider.
 #[derive(Clone, Default)]
@@ -98,15 +101,21 @@ impl TestRunner for RunnerSet {
             .await
     }
 
-    async fn find(&self, req: &TriggerRequest) -> Result<Option<RunHandle>, PortError> {
+    async fn find(&self, req: &TriggerRequest, since: SystemTime) -> Result<Found, PortError> {
         self.runner(req.provider, req.connection.as_deref())?
-            .find(req)
+            .find(req, since)
             .await
     }
 
     async fn cancel(&self, run: &RunRef) -> Result<(), PortError> {
         self.runner(run.provider, run.connection.as_deref())?
             .cancel(run)
+            .await
+    }
+
+    async fn check_findable(&self, req: &TriggerRequest) -> Result<(), PortError> {
+        self.runner(req.provider, req.connection.as_deref())?
+            .check_findable(req)
             .await
     }
 }

@@ -4,9 +4,11 @@
 //!
 //! Every kind: `connectTimeout`, `requestTimeout`, `retryMinDelay`,
 //! `retryMaxDelay`, `maxRateLimitWait` (durations such as `5s`), `readRetries`
-//! (a count), `maxBodySize` (bytes). Jenkins: `unstable` (`failed` or
-//! `passed`), `findDepth`. GitLab: `parameters` (`variables` or `inputs`),
-//! `findDepth`. GitHub Actions and GitHub: `repository` (`owner/name`);
+//! (a count), `maxBodySize` (bytes). Jenkins, GitLab and GitHub Actions:
+//! `maxFindPages` (how many pages `find` reads back to the intent's time).
+//! Jenkins: `unstable` (`failed` or `passed`), `findDepth` (builds a page).
+//! GitLab: `parameters` (`variables` or `inputs`), `findDepth` (pipelines a
+//! page). GitHub Actions and GitHub: `repository` (`owner/name`);
 //! GitHub Actions: `findAttempts`, `findInterval`.
 
 use crate::connections::{ConfigError, ConnectionConfig, ConnectionKind, GitLabParameters};
@@ -59,6 +61,15 @@ impl ConnectionConfig {
                 (ConnectionKind::GithubActions, "findAttempts") => {
                     self.github.find_attempts = count()?.max(1)
                 }
+                (ConnectionKind::GithubActions, "maxFindPages") => {
+                    self.github.find_pages = count()?.max(1)
+                }
+                (ConnectionKind::Jenkins, "maxFindPages") => {
+                    self.jenkins.find_pages = count()?.max(1)
+                }
+                (ConnectionKind::Gitlab, "maxFindPages") => {
+                    self.gitlab.find_pages = count()?.max(1)
+                }
                 (ConnectionKind::GithubActions, "findInterval") => {
                     self.github.find_interval = duration()?
                 }
@@ -107,9 +118,11 @@ mod tests {
     fn known_settings_apply() {
         let mut c = ConnectionConfig::new("j", ConnectionKind::Jenkins, "https://ci").unwrap();
         c.apply_settings(&settings(json!({
-            "unstable": "passed", "requestTimeout": "2s", "readRetries": 1, "findDepth": 10
+            "unstable": "passed", "requestTimeout": "2s", "readRetries": 1, "findDepth": 10,
+            "maxFindPages": 3
         })))
         .unwrap();
+        assert_eq!(c.jenkins.find_pages, 3);
         assert_eq!(c.jenkins.unstable, RunState::Passed);
         assert_eq!(c.http.request_timeout, Duration::from_secs(2));
         assert_eq!(c.http.read_retries, 1);

@@ -9,13 +9,13 @@ use promotion_adapters::{
     GitHubCredentials, SecretString,
 };
 use promotion_api::Provider;
-use promotion_core::ports::{ErrorKind, RunRef, RunState, TestRunner, TriggerRequest};
+use promotion_core::ports::{ErrorKind, Found, RunRef, RunState, TestRunner, TriggerRequest};
 use promotion_standins::{
     DispatchMode, Fault, FindLag, GITHUB_ACTIONS_SECRET, Outcome, Reply, StandIns,
 };
 use serde_json::json;
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use support::{refused, standins, triggered};
 
 const DISPATCHES: &str = "/repos/acme/shop/actions/workflows/gate.yml/dispatches";
@@ -186,10 +186,10 @@ async fn find_adopts_an_existing_run_by_correlation_id_after_a_restart() {
     runner.trigger(&other).await.unwrap();
     let dispatched = s.github.count("POST", "/*");
 
-    let found = runner.find(&request("prc-1")).await.unwrap().unwrap();
+    let found = support::found(&runner, &request("prc-1")).await.unwrap();
     assert_eq!(found.run_id, id);
     assert!(found.url.unwrap().ends_with(&format!("/runs/{id}")));
-    assert_eq!(runner.find(&request("prc-absent")).await.unwrap(), None);
+    assert_eq!(support::found(&runner, &request("prc-absent")).await, None);
 
     let listing = &s.github.calls_to("GET", LISTING)[0];
     assert!(
@@ -462,7 +462,7 @@ async fn a_server_error_after_the_dispatch_is_ambiguous_and_never_resent() {
     assert_eq!(dispatch_count(&s), 1);
 
     // What the engine does next: ask `find`, which adopts the run.
-    let found = runner.find(&req).await.unwrap().unwrap();
+    let found = support::found(&runner, &req).await.unwrap();
     assert_eq!(found.run_id, triggered(&s, "prc-amb").run_id);
     assert_eq!(dispatch_count(&s), 1);
 }
@@ -679,4 +679,172 @@ async fn a_refused_connection_is_transient() {
         .unwrap_err();
     assert_eq!(err.kind, ErrorKind::Transient);
     assert!(err.message.contains("could not connect"), "{}", err.message);
+}
+
+/// The query of every run listing read, in order.
+fn listings(s: &StandIns) -> Vec<BTreeMap<String, String>> {
+    s.github
+        .calls_to("GET", LISTING)
+        .iter()
+        .map(|c| {
+            url::form_urlencoded::parse(c.query.as_deref().unwrap_or("").as_bytes())
+                .into_owned()
+                .collect()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn find_reaches_an_orphan_behind_300_newer_runs() {
+    // Issue #11 case 1: a busy workflow pushed the orphan out of the 3 pages `find` read,
+    // and it was dispatched again. Now `find` pages back to the intent's time.
+    let s = standins().await;
+    let runner = runner(&s);
+    let since = SystemTime::now() - Duration::from_secs(120);
+    let orphan = runner.trigger(&request("prc-orphan")).await.unwrap();
+    for i in 0..300 {
+        runner
+            .trigger(&request(&format!("prc-newer-{i}")))
+            .await
+            .unwrap();
+    }
+    let found = runner.find(&request("prc-orphan"), since).await.unwrap();
+    let Found::Run(h) = found else {
+        panic!("not found: {found:?}")
+    };
+    assert_eq!(h.run_id, orphan.run_id);
+    let pages = listings(&s);
+    assert_eq!(
+        pages.len(),
+        4,
+        "100 a page, the orphan is the 301st: {pages:?}"
+    );
+    let created = format!(
+        ">={}",
+        chrono::DateTime::<chrono::Utc>::from(since).format("%Y-%m-%dT%H:%M:%SZ")
+    );
+    for (n, q) in pages.iter().enumerate() {
+        assert_eq!(q["page"], (n + 1).to_string());
+        assert_eq!(q["per_page"], "100");
+        assert_eq!(q["event"], "workflow_dispatch");
+        assert_eq!(q["created"], created);
+    }
+}
+
+#[tokio::test]
+async fn find_says_absent_once_the_runs_created_since_the_intent_are_listed() {
+    let s = standins().await;
+    let runner = runner(&s);
+    for i in 0..150 {
+        runner
+            .trigger(&request(&format!("prc-before-{i}")))
+            .await
+            .unwrap();
+    }
+    // `created` filters on whole seconds: the intent comes a second after the old runs.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let since = SystemTime::now();
+    for i in 0..120 {
+        runner
+            .trigger(&request(&format!("prc-after-{i}")))
+            .await
+            .unwrap();
+    }
+    let found = runner.find(&request("prc-none"), since).await.unwrap();
+    assert_eq!(found, Found::Absent);
+    assert_eq!(
+        listings(&s).len(),
+        2,
+        "120 runs since the intent: two pages"
+    );
+}
+
+#[tokio::test]
+async fn find_is_not_sure_when_the_page_cap_or_githubs_1000_limit_comes_first() {
+    let s = standins().await;
+    let mut c = connection(&s);
+    c.config.github.find_pages = 2;
+    let capped = runner_with(&c);
+    let since = SystemTime::now() - Duration::from_secs(120);
+    capped.trigger(&request("prc-orphan")).await.unwrap();
+    for i in 0..300 {
+        capped
+            .trigger(&request(&format!("prc-newer-{i}")))
+            .await
+            .unwrap();
+    }
+    let found = capped.find(&request("prc-orphan"), since).await.unwrap();
+    let Found::NotSure(why) = found else {
+        panic!("expected not sure: {found:?}")
+    };
+    assert!(why.contains("200 newest runs"), "{why}");
+    assert_eq!(listings(&s).len(), 2);
+
+    // GitHub lists 1,000 runs at most for a filtered search: a busier workflow cannot be
+    // read back to the intent, whatever the page cap.
+    for i in 0..800 {
+        capped
+            .trigger(&request(&format!("prc-more-{i}")))
+            .await
+            .unwrap();
+    }
+    let mut c = connection(&s);
+    c.config.github.find_pages = 50;
+    let found = runner_with(&c)
+        .find(&request("prc-orphan"), since)
+        .await
+        .unwrap();
+    let Found::NotSure(why) = found else {
+        panic!("expected not sure: {found:?}")
+    };
+    assert!(why.contains("at most 1000 runs"), "{why}");
+    assert_eq!(listings(&s).len(), 2 + 10);
+}
+
+#[tokio::test]
+async fn a_workflow_whose_run_name_lacks_the_correlation_id_is_reported_unfindable() {
+    let s = standins().await;
+    let runner = runner(&s);
+    let contents = "/repos/acme/shop/contents/.github/workflows/gate.yml";
+    // The stand-in's workflows show the correlation id in their run-name.
+    runner.check_findable(&request("")).await.unwrap();
+    let read = &s.github.calls_to("GET", contents)[0];
+    assert_eq!(read.query.as_deref(), Some("ref=main"));
+
+    // A workflow that names its runs by SHA only: `find` can never tell them apart.
+    use base64::Engine as _;
+    let file = "on:\n  workflow_dispatch:\n    inputs:\n      PROMOTION_CORRELATION_ID: {}\n\
+                run-name: gate ${{ inputs.HEAD_SHA }}\njobs: {}\n";
+    let encoded = base64::engine::general_purpose::STANDARD.encode(file);
+    s.github.script(
+        "GET",
+        contents,
+        [Reply::status(200)
+            .json(
+                &json!({"type": "file", "encoding": "base64", "name": "gate.yml",
+                          "path": ".github/workflows/gate.yml", "content": encoded}),
+            )
+            .into()],
+    );
+    let err = runner.check_findable(&request("")).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Permanent);
+    assert!(
+        err.message
+            .contains("does not mention inputs.PROMOTION_CORRELATION_ID"),
+        "{}",
+        err.message
+    );
+    assert!(err.message.contains("github-main"), "{}", err.message);
+
+    // A 404 (or a token without Contents: read) is no verdict on the workflow.
+    s.github.script(
+        "GET",
+        contents,
+        [Reply::status(404)
+            .json(&json!({"message": "Not Found", "documentation_url": "https://docs.github.com/rest"}))
+            .into()],
+    );
+    let err = runner.check_findable(&request("")).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Transient, "{}", err.message);
+    assert_eq!(s.github.count("GET", contents), 3);
 }

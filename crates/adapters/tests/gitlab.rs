@@ -9,7 +9,7 @@ use promotion_adapters::{
     SecretString,
 };
 use promotion_api::Provider;
-use promotion_core::ports::{ErrorKind, RunRef, RunState, TestRunner, TriggerRequest};
+use promotion_core::ports::{ErrorKind, Found, RunRef, RunState, TestRunner, TriggerRequest};
 use promotion_standins::{Fault, GITLAB_SECRET, GITLAB_TRIGGER_SECRET, Outcome, Reply, StandIns};
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -143,21 +143,21 @@ async fn every_pipeline_status_is_mapped() {
 async fn find_adopts_the_pipeline_with_the_correlation_id_or_none() {
     let s = standins().await;
     let r = runner(&s);
-    assert_eq!(r.find(&request("cid-a")).await.unwrap(), None);
+    assert_eq!(support::found(&r, &request("cid-a")).await, None);
     r.trigger(&request("cid-a")).await.unwrap();
     r.trigger(&request("cid-b")).await.unwrap();
     let mut other_ref = request("cid-c");
     other_ref.git_ref = Some("release/1.0".into());
     r.trigger(&other_ref).await.unwrap();
 
-    let h = r.find(&request("cid-a")).await.unwrap().unwrap();
+    let h = support::found(&r, &request("cid-a")).await.unwrap();
     assert_eq!(h.run_id, "1000");
     assert_eq!(
         h.url,
         Some(format!("{}/{PROJECT}/-/pipelines/1000", s.gitlab_url))
     );
-    assert_eq!(r.find(&other_ref).await.unwrap().unwrap().run_id, "1002");
-    assert_eq!(r.find(&request("cid-none")).await.unwrap(), None);
+    assert_eq!(support::found(&r, &other_ref).await.unwrap().run_id, "1002");
+    assert_eq!(support::found(&r, &request("cid-none")).await, None);
     assert_eq!(pipeline_calls(&s), 3);
 }
 
@@ -193,7 +193,7 @@ async fn a_trigger_token_starts_and_a_read_token_polls() {
         RunState::Failed
     );
     assert_eq!(
-        r.find(&request("cid-t")).await.unwrap().unwrap().run_id,
+        support::found(&r, &request("cid-t")).await.unwrap().run_id,
         "1000"
     );
     assert_eq!(
@@ -256,8 +256,8 @@ async fn inputs_replace_variables_where_variables_are_forbidden() {
         json!({"ref": "main", "inputs": {"PR": "42", "PROMOTION_CORRELATION_ID": "cid-i"}})
     );
     // Found by the pipeline's name, which the project's workflow:name builds from the input.
-    assert_eq!(r.find(&request("cid-i")).await.unwrap(), Some(h));
-    assert_eq!(r.find(&request("cid-none")).await.unwrap(), None);
+    assert_eq!(support::found(&r, &request("cid-i")).await, Some(h));
+    assert_eq!(support::found(&r, &request("cid-none")).await, None);
 }
 
 #[tokio::test]
@@ -415,7 +415,7 @@ async fn a_malformed_body_is_a_clear_error() {
     let err = r.trigger(&request("cid-m")).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Ambiguous);
     assert_eq!(
-        r.find(&request("cid-m")).await.unwrap().unwrap().run_id,
+        support::found(&r, &request("cid-m")).await.unwrap().run_id,
         "1000"
     );
 }
@@ -476,4 +476,136 @@ async fn the_runner_debug_output_holds_no_token() {
             assert!(!out.contains(value), "{out}");
         }
     }
+}
+
+const LISTING: &str = "/gitlab/api/v4/projects/group%2Fsub%2Fapp/pipelines";
+
+fn runner_with_pages(s: &StandIns, pages: usize) -> GitLabRunner {
+    let mut c = connection(s, GITLAB_SECRET);
+    c.config.gitlab.find_pages = pages;
+    GitLabRunner::new(&c).unwrap()
+}
+
+/// The query of every pipeline listing `find` read, in order.
+fn listings(s: &StandIns) -> Vec<BTreeMap<String, String>> {
+    s.gitlab
+        .calls_to("GET", LISTING)
+        .iter()
+        .map(|c| {
+            url::form_urlencoded::parse(c.query.as_deref().unwrap_or("").as_bytes())
+                .into_owned()
+                .collect()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn find_reaches_an_orphan_behind_300_newer_pipelines() {
+    // Issue #11 case 1: a busy project pushed the orphan out of the 20 newest pipelines
+    // `find` read, and it was triggered again. Now `find` pages back to the intent's time.
+    let s = standins().await;
+    let r = runner(&s);
+    let since = SystemTime::now() - Duration::from_secs(120);
+    let orphan = r.trigger(&request("cid-orphan")).await.unwrap();
+    for i in 0..300 {
+        r.trigger(&request(&format!("cid-newer-{i}")))
+            .await
+            .unwrap();
+    }
+    let found = r.find(&request("cid-orphan"), since).await.unwrap();
+    assert_eq!(found, Found::Run(orphan));
+    let pages = listings(&s);
+    assert_eq!(
+        pages.len(),
+        4,
+        "100 a page, the orphan is the 301st: {pages:?}"
+    );
+    for (n, q) in pages.iter().enumerate() {
+        assert_eq!(q["page"], (n + 1).to_string());
+        assert_eq!(q["per_page"], "100");
+        assert_eq!(q["source"], "api");
+        assert_eq!(q["ref"], "main");
+        assert!(q["updated_after"].ends_with('Z'), "{q:?}");
+    }
+}
+
+#[tokio::test]
+async fn find_says_absent_once_it_saw_every_pipeline_updated_since_the_intent() {
+    let s = standins().await;
+    let r = runner(&s);
+    for i in 0..120 {
+        r.trigger(&request(&format!("cid-before-{i}")))
+            .await
+            .unwrap();
+    }
+    // GitLab filters on whole seconds here: the intent comes a second after the old ones.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let since = SystemTime::now();
+    for i in 0..150 {
+        r.trigger(&request(&format!("cid-after-{i}")))
+            .await
+            .unwrap();
+    }
+    let found = r.find(&request("cid-none"), since).await.unwrap();
+    assert_eq!(found, Found::Absent);
+    // `updated_after` leaves out the 120 older pipelines: two pages, the second the last.
+    assert_eq!(listings(&s).len(), 2);
+}
+
+#[tokio::test]
+async fn find_is_not_sure_when_the_page_cap_comes_before_the_last_page() {
+    let s = standins().await;
+    let r = runner_with_pages(&s, 2);
+    let since = SystemTime::now() - Duration::from_secs(120);
+    r.trigger(&request("cid-orphan")).await.unwrap();
+    for i in 0..300 {
+        r.trigger(&request(&format!("cid-newer-{i}")))
+            .await
+            .unwrap();
+    }
+    let found = r.find(&request("cid-orphan"), since).await.unwrap();
+    let Found::NotSure(why) = found else {
+        panic!("expected not sure: {found:?}")
+    };
+    assert!(why.contains("200 newest pipelines"), "{why}");
+    assert_eq!(listings(&s).len(), 2);
+}
+
+#[tokio::test]
+async fn inputs_need_the_correlation_input_in_the_pipeline_name_to_be_found() {
+    let s = standins().await;
+    let mut c = connection(&s, GITLAB_SECRET);
+    c.config.gitlab.parameters = GitLabParameters::Inputs;
+    let r = GitLabRunner::new(&c).unwrap();
+    let files = format!("{API}/repository/files/*");
+    // The stand-in's CI file puts the input in `workflow: name:`.
+    r.check_findable(&request("")).await.unwrap();
+    assert_eq!(s.gitlab.count("GET", API), 1, "the project's CI file path");
+    let read = &s.gitlab.calls_to("GET", &files)[0];
+    assert!(read.path.ends_with("/raw"), "{}", read.path);
+    assert_eq!(read.query.as_deref(), Some("ref=main"));
+
+    s.gitlab.script(
+        "GET",
+        &files,
+        [Reply::status(200)
+            .header("content-type", "text/plain")
+            .body("spec:\n  inputs:\n    PROMOTION_CORRELATION_ID: {}\n---\nworkflow:\n  name: nightly\n")
+            .into()],
+    );
+    let err = r.check_findable(&request("")).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Permanent);
+    assert!(
+        err.message.contains("passes parameters as inputs")
+            && err
+                .message
+                .contains("does not mention inputs.PROMOTION_CORRELATION_ID"),
+        "{}",
+        err.message
+    );
+
+    // With variables `find` reads each pipeline's variables: nothing to check.
+    let reads = s.gitlab.count("GET", &files);
+    runner(&s).check_findable(&request("")).await.unwrap();
+    assert_eq!(s.gitlab.count("GET", &files), reads);
 }

@@ -8,11 +8,13 @@ use promotion_adapters::{
     Connection, ConnectionKind, Credentials, JenkinsCredentials, JenkinsRunner, SecretString,
 };
 use promotion_api::Provider;
-use promotion_core::ports::{ErrorKind, RunRef, RunState, RunStatus, TestRunner, TriggerRequest};
+use promotion_core::ports::{
+    ErrorKind, Found, RunRef, RunState, RunStatus, TestRunner, TriggerRequest,
+};
 use promotion_standins::{Fault, JENKINS_SECRET, Outcome, Reply, StandIns};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use support::{bounded, refused, standins, triggered};
 
 const JOB: &str = "team/gate";
@@ -236,21 +238,21 @@ async fn a_forgotten_queue_item_is_found_by_the_build_that_names_it() {
 async fn find_adopts_a_queued_item_a_build_or_nothing() {
     let s = standins().await;
     let r = runner(&s);
-    assert_eq!(r.find(&request("cid-none")).await.unwrap(), None);
+    assert_eq!(support::found(&r, &request("cid-none")).await, None);
 
     let build = started_build(&r, "cid-b").await;
     let queued = r.trigger(&request("cid-q")).await.unwrap();
     let triggers = s.jenkins.count("POST", TRIGGER);
 
-    let h = r.find(&request("cid-q")).await.unwrap().unwrap();
+    let h = support::found(&r, &request("cid-q")).await.unwrap();
     assert_eq!(h.run_id, queued.run_id);
-    let h = r.find(&request("cid-b")).await.unwrap().unwrap();
+    let h = support::found(&r, &request("cid-b")).await.unwrap();
     assert_eq!(h.run_id, build);
     assert_eq!(
         h.url,
         Some(format!("{}/job/team/job/gate/1/", s.jenkins_url))
     );
-    assert_eq!(r.find(&request("cid-none")).await.unwrap(), None);
+    assert_eq!(support::found(&r, &request("cid-none")).await, None);
 
     // Older Jenkins versions list a queue item's parameters only in `params`.
     s.jenkins.script(
@@ -263,7 +265,7 @@ async fn find_adopts_a_queued_item_a_build_or_nothing() {
             ]}))
             .into()],
     );
-    let h = r.find(&request("cid-old")).await.unwrap().unwrap();
+    let h = support::found(&r, &request("cid-old")).await.unwrap();
     assert_eq!(h.run_id, "queue:22");
     // Looking never starts anything.
     assert_eq!(s.jenkins.count("POST", TRIGGER), triggers);
@@ -577,7 +579,7 @@ async fn a_trigger_that_queued_but_answered_504_is_ambiguous_and_found() {
     assert_eq!(err.kind, ErrorKind::Ambiguous);
     assert_eq!(s.jenkins.count("POST", TRIGGER), 1);
     // The build was queued all the same: `find` adopts it instead of a second trigger.
-    let found = r.find(&request("cid-504")).await.unwrap().unwrap();
+    let found = support::found(&r, &request("cid-504")).await.unwrap();
     assert_eq!(found.run_id, "queue:1");
     assert_eq!(s.journal.trigger_count(), 1);
 }
@@ -608,4 +610,93 @@ async fn the_runner_debug_output_holds_no_token() {
     let r = JenkinsRunner::new(&conn).unwrap();
     let out = format!("{r:?}");
     assert!(!out.contains("s3cr3t-token"), "{out}");
+}
+
+const HISTORY: &str = "/job/team/job/gate/api/json";
+
+fn runner_with_pages(s: &StandIns, pages: usize) -> JenkinsRunner {
+    let mut c = connection(s);
+    c.config.jenkins.find_pages = pages;
+    JenkinsRunner::new(&c).unwrap()
+}
+
+/// The `tree` ranges `find` asked for, in order.
+fn history_ranges(s: &StandIns) -> Vec<String> {
+    s.jenkins
+        .calls_to("GET", HISTORY)
+        .iter()
+        .filter_map(|c| c.query.clone())
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .find(|(k, _)| k == "tree")
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_default()
+        })
+        .filter(|t| t.starts_with("allBuilds"))
+        .map(|t| {
+            t.rsplit_once('{')
+                .map(|(_, r)| r.to_owned())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn find_reaches_an_orphan_behind_300_newer_builds() {
+    // Issue #11 case 1: a busy job pushed the orphan out of the 50 newest builds `find`
+    // read, and it was triggered again. Now `find` pages back through `allBuilds`.
+    let s = standins().await;
+    let r = runner(&s);
+    let since = SystemTime::now() - Duration::from_secs(120);
+    let orphan = started_build(&r, "cid-orphan").await;
+    for i in 0..300 {
+        started_build(&r, &format!("cid-newer-{i}")).await;
+    }
+    let found = r.find(&request("cid-orphan"), since).await.unwrap();
+    let Found::Run(h) = found else {
+        panic!("not found: {found:?}")
+    };
+    assert_eq!(h.run_id, orphan);
+    // 100 builds a range: the orphan is the 301st newest.
+    assert_eq!(
+        history_ranges(&s),
+        ["0,100}", "100,200}", "200,300}", "300,400}"]
+    );
+}
+
+#[tokio::test]
+async fn find_says_absent_once_it_read_back_to_the_intents_time() {
+    let s = standins().await;
+    let r = runner(&s);
+    for i in 0..150 {
+        started_build(&r, &format!("cid-before-{i}")).await;
+    }
+    // Jenkins stamps builds in milliseconds: the intent comes strictly after the old ones.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let since = SystemTime::now();
+    for i in 0..150 {
+        started_build(&r, &format!("cid-after-{i}")).await;
+    }
+    let found = r.find(&request("cid-none"), since).await.unwrap();
+    assert_eq!(found, Found::Absent);
+    // The second range holds builds from before `since`: no need to read further.
+    assert_eq!(history_ranges(&s), ["0,100}", "100,200}"]);
+}
+
+#[tokio::test]
+async fn find_is_not_sure_when_the_page_cap_comes_before_the_intents_time() {
+    let s = standins().await;
+    let r = runner_with_pages(&s, 2);
+    let since = SystemTime::now() - Duration::from_secs(120);
+    started_build(&r, "cid-orphan").await;
+    for i in 0..300 {
+        started_build(&r, &format!("cid-newer-{i}")).await;
+    }
+    let found = r.find(&request("cid-orphan"), since).await.unwrap();
+    let Found::NotSure(why) = found else {
+        panic!("expected not sure: {found:?}")
+    };
+    assert!(why.contains("200 newest builds of team/gate"), "{why}");
+    assert!(why.contains("maxFindPages"), "{why}");
+    assert_eq!(history_ranges(&s), ["0,100}", "100,200}"]);
 }

@@ -48,9 +48,13 @@ impl TestRunner for Named {
         })
     }
 
-    async fn find(&self, _: &TriggerRequest) -> Result<Option<RunHandle>, PortError> {
+    async fn find(
+        &self,
+        _: &TriggerRequest,
+        _: std::time::SystemTime,
+    ) -> Result<promotion_core::ports::Found, PortError> {
         self.calls.lock().unwrap().push("find");
-        Ok(None)
+        Ok(promotion_core::ports::Found::Absent)
     }
 
     async fn cancel(&self, _: &RunRef) -> Result<(), PortError> {
@@ -101,9 +105,12 @@ async fn calls_go_to_the_named_connection_of_the_provider() {
         .await
         .unwrap();
     assert_eq!(s.message.as_deref(), Some("gitlab-main"));
-    set.find(&request(Provider::Jenkins, Some("jenkins-main")))
-        .await
-        .unwrap();
+    set.find(
+        &request(Provider::Jenkins, Some("jenkins-main")),
+        std::time::SystemTime::now(),
+    )
+    .await
+    .unwrap();
     set.cancel(&run(Provider::Jenkins, Some("jenkins-other")))
         .await
         .unwrap();

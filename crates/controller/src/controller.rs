@@ -190,6 +190,7 @@ pub async fn run(
         cache.clone(),
         ready_tx,
         changed_tx,
+        ports.runner.clone(),
     )));
     // Reconciling before every policy is known could complete a PR that has a next hop.
     if ready_rx.wait_for(|ready| *ready).await.is_err() {

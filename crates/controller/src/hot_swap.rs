@@ -3,10 +3,11 @@
 
 use async_trait::async_trait;
 use promotion_core::ports::{
-    CommitStatus, GitHubClient, PortError, PullRequestReader, PullRequestRef, PullRequestState,
-    RunHandle, RunRef, RunStatus, TestRunner, TriggerRequest,
+    CommitStatus, Found, GitHubClient, PortError, PullRequestReader, PullRequestRef,
+    PullRequestState, RunHandle, RunRef, RunStatus, TestRunner, TriggerRequest,
 };
 use std::sync::{Arc, RwLock};
+use std::time::SystemTime;
 
 /// An adapter behind a lock, swapped as a whole.
 pub struct Swappable<T: ?Sized>(RwLock<Arc<T>>);
@@ -40,11 +41,14 @@ impl TestRunner for Swappable<dyn TestRunner> {
     async fn status(&self, run: &RunRef) -> Result<RunStatus, PortError> {
         self.current().status(run).await
     }
-    async fn find(&self, req: &TriggerRequest) -> Result<Option<RunHandle>, PortError> {
-        self.current().find(req).await
+    async fn find(&self, req: &TriggerRequest, since: SystemTime) -> Result<Found, PortError> {
+        self.current().find(req, since).await
     }
     async fn cancel(&self, run: &RunRef) -> Result<(), PortError> {
         self.current().cancel(run).await
+    }
+    async fn check_findable(&self, req: &TriggerRequest) -> Result<(), PortError> {
+        self.current().check_findable(req).await
     }
 }
 
@@ -103,7 +107,10 @@ impl TestRunner for Unavailable {
     async fn status(&self, _: &RunRef) -> Result<RunStatus, PortError> {
         self.err()
     }
-    async fn find(&self, _: &TriggerRequest) -> Result<Option<RunHandle>, PortError> {
+    async fn find(&self, _: &TriggerRequest, _: SystemTime) -> Result<Found, PortError> {
+        self.err()
+    }
+    async fn check_findable(&self, _: &TriggerRequest) -> Result<(), PortError> {
         self.err()
     }
     async fn cancel(&self, _: &RunRef) -> Result<(), PortError> {

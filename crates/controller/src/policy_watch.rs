@@ -1,5 +1,8 @@
 //! Folds the PromotionPolicy watch into the PolicyCache, and shows each policy's
-//! verdict in its status (Valid, Ready) so a bad policy is visible in `kubectl get pp`.
+//! verdict in its status (Valid, Ready) so a bad policy is visible in `kubectl get pp`,
+//! with FindPossible: whether the CI configuration lets `find` adopt its runs after a
+//! crash (checked through the runners once per generation; a failed check again
+//! after [`RECHECK_AFTER`]).
 
 use crate::store::FIELD_MANAGER;
 use futures::StreamExt;
@@ -10,9 +13,46 @@ use kube::runtime::watcher::{self, Event};
 use kube::{Client, ResourceExt};
 use promotion_api::PromotionPolicy;
 use promotion_core::policy_cache::{CachedPolicy, PolicyCache};
-use promotion_core::policy_verdict::{PolicyVerdict, tests_summary};
+use promotion_core::policy_verdict::{FindCheck, PolicyVerdict, tests_summary};
+use promotion_core::ports::TestRunner;
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
+
+/// The longest a policy's find check may hold up the watch.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+/// A check that could not reach a CI system is tried again this long after, at the next event.
+pub const RECHECK_AFTER: Duration = Duration::from_secs(60);
+
+/// The last find check of each policy: the generation it judged, when, and what it found.
+type Checks = HashMap<(String, String), (Option<i64>, Instant, FindCheck)>;
+
+/// The find check of `policy`, from `checks` when it judged this generation (and did
+/// not fail recently), else asked of the CI systems now.
+async fn find_check(
+    checks: &mut Checks,
+    runner: &dyn TestRunner,
+    policy: &CachedPolicy,
+) -> FindCheck {
+    let key = (policy.namespace.clone(), policy.name.clone());
+    if let Some((generation, at, check)) = checks.get(&key) {
+        let fresh = !matches!(check, FindCheck::Unknown(_)) || at.elapsed() < RECHECK_AFTER;
+        if *generation == policy.generation && fresh {
+            return check.clone();
+        }
+    }
+    let check = tokio::time::timeout(CHECK_TIMEOUT, FindCheck::of(runner, policy))
+        .await
+        .unwrap_or_else(|_| {
+            FindCheck::Unknown(vec![format!(
+                "the CI systems did not answer within {}s",
+                CHECK_TIMEOUT.as_secs()
+            )])
+        });
+    checks.insert(key, (policy.generation, Instant::now(), check.clone()));
+    check
+}
 
 /// A policy as the cache wants it.
 pub fn to_cached(p: &PromotionPolicy) -> CachedPolicy {
@@ -32,7 +72,9 @@ pub async fn run(
     cache: PolicyCache,
     ready: watch::Sender<bool>,
     changed: UnboundedSender<String>,
+    runner: Arc<dyn TestRunner>,
 ) {
+    let mut checks = Checks::new();
     let mut known: HashMap<(String, String), PromotionPolicy> = HashMap::new();
     let mut listing: Vec<PromotionPolicy> = Vec::new();
     let mut stream = watcher(api.clone()).boxed();
@@ -74,6 +116,7 @@ pub async fn run(
             Event::Delete(p) => {
                 cache.remove(&p.namespace().unwrap_or_default(), &p.name_any());
                 known.remove(&key(&p));
+                checks.remove(&key(&p));
                 touched.push((
                     p.namespace().unwrap_or_default(),
                     p.spec.source_environment.clone(),
@@ -87,7 +130,8 @@ pub async fn run(
         for ns in namespaces {
             for policy in cache.in_namespace(&ns) {
                 if let Some(obj) = known.get(&(ns.clone(), policy.name.clone())) {
-                    update_status(&client, obj, &policy, &cache).await;
+                    let find = find_check(&mut checks, runner.as_ref(), &policy).await;
+                    update_status(&client, obj, &policy, &cache, &find).await;
                 }
             }
             let _ = changed.unbounded_send(ns);
@@ -105,16 +149,19 @@ fn key(p: &PromotionPolicy) -> (String, String) {
     (p.namespace().unwrap_or_default(), p.name_any())
 }
 
-/// Writes the core's verdict (Valid, Ready, the tests line) when it differs from what the policy shows.
+/// Writes the core's verdict (Valid, Ready, FindPossible, the tests line) when it differs
+/// from what the policy shows.
 async fn update_status(
     client: &Client,
     obj: &PromotionPolicy,
     policy: &CachedPolicy,
     cache: &PolicyCache,
+    find: &FindCheck,
 ) {
     let current = obj.status.clone().unwrap_or_default();
     let g = obj.metadata.generation;
-    let conds = PolicyVerdict::of(cache, policy).conditions(policy, &current.conditions, g);
+    let mut conds = PolicyVerdict::of(cache, policy).conditions(policy, &current.conditions, g);
+    find.apply(&mut conds, g);
     let tests = tests_summary(policy);
     let same = current.observed_generation == g
         && current.tests.as_deref() == Some(tests.as_str())

@@ -572,3 +572,39 @@ async fn two_trackers_take_staging_one_at_a_time() {
     let text = h.metrics.render();
     assert!(text.contains(&waited), "missing {waited:?} in:\n{text}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_test_whose_runs_find_cannot_see_is_shown_on_the_policy() {
+    // Issue #11: a workflow whose run-name lacks the correlation id cannot be adopted after
+    // a crash; the policy says so in FindPossible instead of a duplicate run saying it later.
+    let mut h = Harness::new("flow-find-possible").await;
+    h.ci.faults.lock().expect("lock").unfindable.insert(
+        "dev-smoke".into(),
+        "workflow dev-smoke has no run-name".into(),
+    );
+    h.create_policy(policy("dev-to-staging", "dev", "staging", two_tests("dev")))
+        .await;
+    h.start();
+    // Ready and FindPossible are written in one patch.
+    h.wait_for_policy_ready("dev-to-staging").await;
+    let p = h.policies().get("dev-to-staging").await.expect("policy");
+    let find = p
+        .status
+        .expect("status")
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "FindPossible")
+        .expect("FindPossible");
+    assert_eq!(
+        (find.status.as_str(), find.reason.as_str()),
+        ("False", "CorrelationNotVisible")
+    );
+    assert!(
+        find.message
+            .contains("test smoke: workflow dev-smoke has no run-name"),
+        "{}",
+        find.message
+    );
+    assert_eq!(find.observed_generation, Some(1));
+    assert_eq!(h.ci.calls().check, 2, "each test's job checked once");
+}

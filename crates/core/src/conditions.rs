@@ -15,6 +15,8 @@ pub mod types {
     pub const READY: &str = "Ready";
     /// A policy can be used.
     pub const VALID: &str = "Valid";
+    /// The CI configuration lets `find` see a policy's runs (the correlation id shows).
+    pub const FIND_POSSIBLE: &str = "FindPossible";
 }
 
 /// Sets (or adds) a condition; lastTransitionTime moves only when the status flips.

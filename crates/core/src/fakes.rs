@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use promotion_api::{ApplicationRef, PullRequestTracker, PullRequestTrackerStatus};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::Notify;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -71,6 +71,7 @@ struct FakeRun {
     script: Script,
     cancelled: bool,
     created: Instant,
+    created_at: SystemTime,
 }
 
 /// How the CI system's API misbehaves, beyond what each job's script says.
@@ -86,6 +87,11 @@ pub struct CiFaults {
     pub trigger_errors: VecDeque<PortError>,
     /// Jobs whose status calls never answer (a hung CI API without a timeout).
     pub status_hang: std::collections::HashSet<String>,
+    /// `find` lists at most this many of a job's newest runs, as one page of a CI API:
+    /// a run beyond it, with the page not reaching back to `since`, is "not sure".
+    pub find_page: Option<usize>,
+    /// Jobs whose CI configuration hides the correlation id, with why (`check_findable`).
+    pub unfindable: HashMap<String, String>,
 }
 
 /// Every call the fake CI system received, repeated ones included.
@@ -101,6 +107,8 @@ pub struct CiCalls {
     pub cancel: usize,
     /// Status calls that hung (counted in `status` too).
     pub hung: usize,
+    /// Findability checks.
+    pub check: usize,
 }
 
 /// A CI system: every job follows its script.
@@ -150,6 +158,27 @@ impl FakeCi {
     pub fn finish(&self, job: &str, state: RunState) {
         for run in lock(&self.runs).values_mut().filter(|r| r.job == job) {
             run.script = Script::After(0, state);
+        }
+    }
+
+    /// Starts `n` runs of `job` that other trackers triggered (not counted by
+    /// [`FakeCi::triggered`]): a busy job whose newest runs are not ours.
+    pub fn busy(&self, job: &str, n: usize) {
+        let mut runs = lock(&self.runs);
+        for k in 0..n {
+            let id = runs.len() as u64 + 1;
+            runs.insert(
+                id,
+                FakeRun {
+                    job: job.to_string(),
+                    correlation_id: format!("elsewhere-{id}-{k}"),
+                    polls: 0,
+                    script: Script::Hang,
+                    cancelled: false,
+                    created: Instant::now(),
+                    created_at: SystemTime::now(),
+                },
+            );
         }
     }
 
@@ -221,6 +250,7 @@ impl TestRunner for FakeCi {
                     script,
                     cancelled: false,
                     created: Instant::now(),
+                    created_at: SystemTime::now(),
                 },
             );
             id
@@ -280,17 +310,47 @@ impl TestRunner for FakeCi {
         })
     }
 
-    async fn find(&self, req: &TriggerRequest) -> Result<Option<RunHandle>, PortError> {
+    async fn find(&self, req: &TriggerRequest, since: SystemTime) -> Result<Found, PortError> {
         lock(&self.calls).find += 1;
-        let lag = lock(&self.faults).find_lag;
-        Ok(lock(&self.runs)
+        let (lag, page) = {
+            let f = lock(&self.faults);
+            (f.find_lag, f.find_page)
+        };
+        let runs = lock(&self.runs);
+        // Newest first, as CI listings are; a lagging run is not listed yet.
+        let listed: Vec<(&u64, &FakeRun)> = runs
             .iter()
+            .rev()
+            .filter(|(_, r)| r.job == req.job)
             .filter(|(_, r)| lag.is_some_and(|l| r.created.elapsed() >= l))
+            .collect();
+        let shown = page.map_or(listed.len(), |p| p.max(1).min(listed.len()));
+        if let Some((id, r)) = listed[..shown]
+            .iter()
             .find(|(_, r)| r.correlation_id == req.correlation_id)
-            .map(|(id, r)| RunHandle {
+        {
+            return Ok(Found::Run(RunHandle {
                 run_id: id.to_string(),
                 url: Some(format!("https://ci.example/{}/{id}", r.job)),
-            }))
+            }));
+        }
+        let reached = shown == listed.len() || listed[shown - 1].1.created_at < since;
+        Ok(if reached {
+            Found::Absent
+        } else {
+            Found::NotSure(format!(
+                "searched the {shown} newest runs of {} without reaching the intent's time",
+                req.job
+            ))
+        })
+    }
+
+    async fn check_findable(&self, req: &TriggerRequest) -> Result<(), PortError> {
+        lock(&self.calls).check += 1;
+        match lock(&self.faults).unfindable.get(&req.job) {
+            Some(why) => Err(PortError::permanent(why.clone())),
+            None => Ok(()),
+        }
     }
 
     async fn cancel(&self, run: &RunRef) -> Result<(), PortError> {

@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use promotion_api::{ApplicationRef, Provider, PullRequestTracker, PullRequestTrackerStatus};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// Everything a CI system needs to start one gate test.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,6 +44,19 @@ pub struct RunRef {
     pub job: String,
     /// The CI system's id of the run.
     pub run_id: String,
+}
+
+/// What `find` concluded about the run a trigger request may have started.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Found {
+    /// The CI system has the run: adopt it.
+    Run(RunHandle),
+    /// Every run of the job created at or after `since` was seen, and none carries
+    /// the correlation id: the trigger started nothing (yet).
+    Absent,
+    /// The search stopped before it reached `since` (a page cap, a listing limit);
+    /// the reason says how far it got. Never a ground for triggering again.
+    NotSure(String),
 }
 
 /// Where a run is, in the domain's words.
@@ -144,10 +157,18 @@ pub trait TestRunner: Send + Sync {
     async fn trigger(&self, req: &TriggerRequest) -> Result<RunHandle, PortError>;
     /// The current state of a run.
     async fn status(&self, run: &RunRef) -> Result<RunStatus, PortError>;
-    /// The run started with `req.correlation_id`, if the CI system has one.
-    async fn find(&self, req: &TriggerRequest) -> Result<Option<RunHandle>, PortError>;
+    /// The run started with `req.correlation_id`, searching back to `since` (the
+    /// earliest time the run can have been created, clock skew included). Answers
+    /// [`Found::Absent`] only after seeing every run of the job created since then.
+    async fn find(&self, req: &TriggerRequest, since: SystemTime) -> Result<Found, PortError>;
     /// Cancels a run; cancelling a finished run is not an error.
     async fn cancel(&self, run: &RunRef) -> Result<(), PortError>;
+    /// Whether `find` can ever see the runs `req` starts (the CI configuration shows the
+    /// correlation id). `Err` with [`ErrorKind::Permanent`]: it cannot, the message says
+    /// why; any other error: it could not be checked now. Runners that need no check say Ok.
+    async fn check_findable(&self, _req: &TriggerRequest) -> Result<(), PortError> {
+        Ok(())
+    }
 }
 
 /// Argo CD's sync status of an application.

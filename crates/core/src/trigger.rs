@@ -11,7 +11,7 @@
 //! before starting anything (a rate limit) is sent again when it asks, without a
 //! search and without counting as a re-arm.
 
-use crate::ports::{ErrorKind, PortError, RunHandle, TestRunner, TriggerRequest};
+use crate::ports::{ErrorKind, Found, PortError, RunHandle, TestRunner, TriggerRequest};
 use crate::records::is_final;
 use crate::variables::{VariableError, Variables};
 use futures::future::join_all;
@@ -22,10 +22,34 @@ use promotion_api::{
 };
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// The parameter, input or variable that carries the correlation id to the CI system.
 pub const CORRELATION_PARAMETER: &str = "PROMOTION_CORRELATION_ID";
+
+/// How far before the first attempt was armed `find` searches: the CI system's clock
+/// may be behind ours by this much and still date the run after the search's start.
+pub const FIND_CLOCK_SKEW: Duration = Duration::from_secs(120);
+
+/// The earliest time a run of `run` can carry in the CI system: its first armed
+/// attempt (or its first trigger time, or its start), minus [`FIND_CLOCK_SKEW`].
+pub fn find_since(run: &TestRun) -> SystemTime {
+    let first = run
+        .attempts
+        .iter()
+        .map(|a| &a.armed_at)
+        .chain(run.first_triggered_at.iter())
+        .chain(run.started_at.iter())
+        .map(|t| t.0)
+        .min()
+        .unwrap_or_else(Timestamp::now);
+    SystemTime::from(first)
+        .checked_sub(FIND_CLOCK_SKEW)
+        .unwrap_or(SystemTime::UNIX_EPOCH)
+}
+
+/// The least time between two searches that ended "not sure".
+const NOT_SURE_MIN_WAIT: Duration = Duration::from_millis(200);
 
 /// How long to wait before sending again a trigger refused without a Retry-After.
 const NOT_SENT_BACKOFF: Duration = Duration::from_secs(5);
@@ -227,7 +251,7 @@ impl<'a> TriggerManager<'a> {
                     );
                 };
                 match request_for(test, run, vars) {
-                    Ok(req) => (i, self.runner.find(&req).await),
+                    Ok(req) => (i, self.runner.find(&req, find_since(run)).await),
                     Err(e) => (i, Err(PortError::permanent(e.to_string()))),
                 }
             }
@@ -235,11 +259,12 @@ impl<'a> TriggerManager<'a> {
         for (i, found) in join_all(lookups).await {
             let run = &mut runs[i];
             match found {
-                Ok(Some(handle)) => {
+                Ok(Found::Run(handle)) => {
                     adopt(run, handle);
                     out.changed = true;
                 }
-                Ok(None) => self.absent(run, &mut out),
+                Ok(Found::Absent) => self.absent(run, &mut out),
+                Ok(Found::NotSure(why)) => self.not_sure(run, &why, &mut out),
                 Err(e) => {
                     let msg = format!("looking for the run: {e}");
                     if let Some(d) = e.retry_after {
@@ -255,6 +280,20 @@ impl<'a> TriggerManager<'a> {
             }
         }
         out
+    }
+
+    /// `find` could not see back to the intent's time: the run may exist, so it is never
+    /// sent again on this answer. It is looked for again a grace period later (a search
+    /// that reached its page cap is costly); the per-test timeout, counted from the first
+    /// trigger, ends the wait.
+    fn not_sure(&self, run: &mut TestRun, why: &str, out: &mut Adoption) {
+        let again = self.grace.max(NOT_SURE_MIN_WAIT);
+        run.not_before = Some(after(again));
+        out.wait_at_most(again);
+        run.message = Some(format!(
+            "not sure whether the CI system started the run, not triggering again: {why}"
+        ));
+        out.changed = true;
     }
 
     /// The CI system does not know the run: wait out the grace from the trigger's

@@ -291,3 +291,98 @@ async fn a_conflict_on_the_answer_save_never_triggers_twice() {
         "adopted and promoted"
     );
 }
+
+#[tokio::test]
+async fn a_find_that_is_not_sure_never_re_arms_and_the_tests_timeout_ends_the_wait() {
+    // Issue #11 case 1: the orphan is beyond the page `find` could read (a busy job) and the
+    // page does not reach back to the intent's time. "Not sure" must never trigger again.
+    let grace = Duration::from_millis(300);
+    let w = world(grace, 1);
+    w.ci.script("smoke", Script::LostAnswer);
+    // Not listed yet when the trigger's answer is lost: the first look waits out the grace.
+    w.ci.faults.lock().expect("lock").find_lag = None;
+    w.policies.upsert(one_test_policy("smoke", Some("1s")));
+    let mut t = tracker();
+    for _ in 0..10 {
+        step(&w, &mut t).await;
+        if w.ci.calls().trigger > 0 {
+            break;
+        }
+    }
+    assert_eq!(w.ci.calls().trigger, 1, "the gate triggered");
+    // Other PRs start runs of the same job; `find` reads two runs a page.
+    w.ci.busy("smoke", 5);
+    {
+        let mut f = w.ci.faults.lock().expect("lock");
+        f.find_lag = Some(Duration::ZERO);
+        f.find_page = Some(2);
+    }
+    let mut shown = None;
+    for _ in 0..200 {
+        let after = step(&w, &mut t).await;
+        let run = &t.status.as_ref().expect("status").test_runs[0];
+        let answered = run.attempts[0].answered_at.as_ref().map(|a| a.0);
+        let past_grace = answered.is_some_and(|a| {
+            k8s_openapi::jiff::Timestamp::now().duration_since(a)
+                > k8s_openapi::jiff::SignedDuration::try_from(grace).expect("grace")
+        });
+        if past_grace && w.ci.calls().find >= 2 {
+            shown = run.message.clone();
+            break;
+        }
+        tokio::time::sleep(after.unwrap_or(Duration::from_millis(5))).await;
+    }
+    let shown = shown.expect("looked for the run again after the grace");
+    assert!(shown.contains("not sure"), "{shown}");
+    assert!(
+        shown.contains("without reaching the intent's time"),
+        "{shown}"
+    );
+    assert_eq!(w.ci.triggered("smoke"), 1, "re-armed on a 'not sure'");
+    for _ in 0..1000 {
+        let after = step(&w, &mut t).await;
+        if t.status.as_ref().and_then(|s| s.phase) != Some(Phase::Testing) {
+            break;
+        }
+        tokio::time::sleep(after.unwrap_or(Duration::from_millis(5))).await;
+    }
+    let st = t.status.expect("status");
+    let run = &st.test_runs[0];
+    assert_eq!(run.state, TestState::TimedOut, "{:?}", run.message);
+    assert_eq!(w.ci.triggered("smoke"), 1, "re-armed on a 'not sure'");
+    assert_eq!(w.ci.calls().trigger, 1);
+    assert_eq!(run.attempts.len(), 1, "{:?}", run.attempts);
+}
+
+#[tokio::test]
+async fn an_absent_run_is_re_armed_once_after_the_grace_on_a_busy_job() {
+    // The trigger timed out before starting anything; `find` saw every run of the busy job
+    // (the listing ended within its page) and none is ours: after the grace, one re-arm.
+    let grace = Duration::from_millis(150);
+    let w = world(grace, 1);
+    w.ci.busy("smoke", 3);
+    {
+        let mut f = w.ci.faults.lock().expect("lock");
+        f.find_page = Some(10);
+        f.trigger_errors
+            .push_back(PortError::ambiguous("timed out waiting for the answer"));
+    }
+    w.policies.upsert(one_test_policy("smoke", None));
+    let mut t = tracker();
+    until_gate_done(&w, &mut t).await;
+    let st = t.status.expect("status");
+    assert_eq!(st.promotions.len(), 1, "promoted: {:?}", st.message);
+    assert_eq!(w.ci.calls().trigger, 2, "the lost trigger and one re-arm");
+    assert_eq!(w.ci.triggered("smoke"), 1, "one run started");
+    assert!(w.ci.calls().find >= 1);
+    let run = &st.promotions[0].test_runs[0];
+    assert_eq!(run.attempts.len(), 2, "{:?}", run.attempts);
+    assert_eq!(run.attempts[0].outcome, Some(TriggerOutcome::Ambiguous));
+    let answered = run.attempts[0].answered_at.as_ref().expect("answered").0;
+    let rearmed = run.attempts[1].armed_at.0;
+    assert!(
+        rearmed.duration_since(answered)
+            >= k8s_openapi::jiff::SignedDuration::try_from(grace).expect("grace"),
+        "re-armed before the grace: {answered} -> {rearmed}"
+    );
+}

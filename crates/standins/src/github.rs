@@ -6,8 +6,12 @@
 //!   204. The run's `display_title` is `gate <PROMOTION_CORRELATION_ID>`, as the
 //!   workflow's `run-name` renders it. A run is `in_progress` until the script's
 //!   time has passed, then `completed` with `success` or `failure`.
-//! - `GET .../workflows/:wf/runs` (`per_page`, `page`, `created=>=...`, newest first),
+//! - `GET .../workflows/:wf/runs` (`per_page`, `page`, `event`, `created=>=...`, newest
+//!   first; at most 1,000 results when a filter such as `created` or `event` is given),
 //!   `GET /repos/:o/:r/actions/runs/:id`, `POST .../runs/:id/cancel` (409 once completed).
+//! - `GET /repos/:o/:r/contents/.github/workflows/:wf` (`ref` optional): every
+//!   workflow file declares `PROMOTION_CORRELATION_ID` and shows it in its
+//!   `run-name`, base64-encoded as the contents API returns files.
 //! - Labels: `POST`/`GET /repos/:o/:r/issues/:n/labels`, `DELETE .../labels/:name`.
 //! - `POST /repos/:o/:r/statuses/:sha` (state checked, description <= 140 characters).
 //! - Pull requests: `GET /repos/:o/:r/pulls/:n` and `GET /repos/:o/:r/pulls`, set by
@@ -38,6 +42,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
+/// The most results GitHub lists for a filtered search of workflow runs.
+const SEARCH_LIMIT: usize = 1000;
 const PROVIDER: &str = "github-actions";
 const CORRELATION: &str = "PROMOTION_CORRELATION_ID";
 /// `workflow_dispatch` takes at most this many inputs.
@@ -190,6 +196,7 @@ impl GitHub {
                 get(list_runs),
             )
             .route("/repos/{owner}/{repo}/actions/runs/{id}", get(get_run))
+            .route("/repos/{owner}/{repo}/contents/{*path}", get(contents))
             .route(
                 "/repos/{owner}/{repo}/actions/runs/{id}/cancel",
                 post(cancel_run),
@@ -491,7 +498,21 @@ async fn list_runs(
         .filter_map(|id| s.runs.get(id))
         .filter(|r| since.is_none_or(|t| r.created >= t));
     let total = matching.clone().count();
+    // GitHub answers at most 1,000 results for a search with these filters.
+    let filtered = [
+        "actor",
+        "branch",
+        "check_suite_id",
+        "created",
+        "event",
+        "head_sha",
+        "status",
+    ]
+    .iter()
+    .any(|f| q.contains_key(*f));
+    let limit = if filtered { SEARCH_LIMIT } else { usize::MAX };
     let runs: Vec<Value> = matching
+        .take(limit)
         .skip((page_no - 1) * per_page)
         .take(per_page)
         .map(|r| gh.run_json(r))
@@ -507,6 +528,57 @@ fn run_of<'a>(s: &'a Store, (owner, repo): &Repo, id: &str) -> Option<&'a Run> {
     s.runs
         .get(&id)
         .filter(|r| &r.owner == owner && &r.repo == repo)
+}
+
+/// The workflow file every workflow of the stand-in has: it declares the correlation
+/// input and shows it in its run-name, as the runs' `display_title` does.
+const WORKFLOW_FILE: &str = "name: gate
+on:
+  workflow_dispatch:
+    inputs:
+      PROMOTION_CORRELATION_ID: {required: false, type: string}
+run-name: gate ${{ inputs.PROMOTION_CORRELATION_ID }}
+jobs:
+  gate:
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo gate
+";
+
+/// `GET /repos/:o/:r/contents/:path` (`ref` optional): a workflow file under
+/// `.github/workflows/` as the contents API returns a file (base64 in lines of 60).
+async fn contents(
+    State(gh): State<Arc<GitHub>>,
+    Path((owner, repo, path)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    use base64::Engine as _;
+    if let Some(denied) = gh.denied(&headers) {
+        return denied;
+    }
+    let name = path.rsplit('/').next().unwrap_or_default().to_owned();
+    let workflow = path.starts_with(".github/workflows/")
+        && !name.is_empty()
+        && (name.ends_with(".yml") || name.ends_with(".yaml"));
+    if !workflow {
+        return not_found();
+    }
+    let encoded = base64::engine::general_purpose::STANDARD.encode(WORKFLOW_FILE);
+    let lines: Vec<String> = encoded
+        .as_bytes()
+        .chunks(60)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect();
+    json(
+        StatusCode::OK,
+        json!({
+            "type": "file", "encoding": "base64", "size": WORKFLOW_FILE.len(),
+            "name": name, "path": path, "content": lines.join("\n") + "\n",
+            "sha": "3d21ec53a331a6f037a91c368710b99387d012c1",
+            "url": format!("{}/repos/{owner}/{repo}/contents/{path}", gh.base),
+            "html_url": format!("{}/{owner}/{repo}/blob/main/{path}", gh.base),
+        }),
+    )
 }
 
 async fn get_run(

@@ -4,14 +4,20 @@
 //! - `POST /api/v4/projects/:id/pipeline` (`ref`, `variables` list or `inputs`) -> 201;
 //!   projects exist on demand. A pipeline is `running` until the script's time has
 //!   passed, then `success` or `failed`.
-//! - `GET .../pipelines/:pid`, `GET .../pipelines` (`ref`, `per_page`, `page`, newest
-//!   first), `GET .../pipelines/:pid/variables`, `POST .../pipelines/:pid/cancel`.
+//! - `GET .../pipelines/:pid`, `GET .../pipelines` (`ref`, `source`, `updated_after`,
+//!   `per_page`, `page`, newest first, with the `x-next-page`, `x-page`, `x-per-page`,
+//!   `x-total` pagination headers), `GET .../pipelines/:pid/variables`,
+//!   `POST .../pipelines/:pid/cancel`. A pipeline's `source` is `api` or `trigger`
+//!   by the endpoint that created it.
 //! - The pipeline's `name` is `gate <correlation id>`, as a project whose
 //!   `workflow: name:` shows `PROMOTION_CORRELATION_ID` would have it.
 //! - `POST /api/v4/projects/:id/trigger/pipeline` with a pipeline trigger token
 //!   in the body (`token`, `ref`, `variables` as a hash) -> 201. A trigger
 //!   token cannot read; the read token (`read_api`) reads but cannot create or
 //!   cancel (403).
+//! - `GET /api/v4/projects/:id` (`ci_config_path` null) and
+//!   `GET .../repository/files/.gitlab-ci.yml/raw`: a CI file that declares the
+//!   `PROMOTION_CORRELATION_ID` input and puts it in `workflow: name:`.
 //! - Pipeline pages (`GET /<project>/-/pipelines/:pid`) answer without a token.
 //! - The API is also served under `/gitlab`, as a self-hosted GitLab under a path prefix.
 
@@ -24,7 +30,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -85,6 +91,8 @@ struct Pipeline {
     git_ref: String,
     variables: Vec<(String, String)>,
     name: Option<String>,
+    /// `api` (pipeline endpoint) or `trigger` (trigger token).
+    source: &'static str,
     status: &'static str,
     created: SystemTime,
     finished: Option<SystemTime>,
@@ -128,6 +136,11 @@ impl GitLab {
         Router::new()
             .route("/api/v4/projects/{project}/pipeline", post(create))
             .route("/api/v4/projects/{project}/trigger/pipeline", post(trigger))
+            .route("/api/v4/projects/{project}", get(project_info))
+            .route(
+                "/api/v4/projects/{project}/repository/files/{file}/raw",
+                get(raw_file),
+            )
             .route("/api/v4/projects/{project}/pipelines", get(list))
             .route("/api/v4/projects/{project}/pipelines/{id}", get(show))
             .route(
@@ -180,7 +193,7 @@ impl GitLab {
             "iid": p.iid,
             "project_id": p.project_id,
             "status": p.status,
-            "source": "api",
+            "source": p.source,
             "ref": p.git_ref,
             "name": p.name,
             "web_url": self.web_url(&p.project, p.id),
@@ -220,7 +233,7 @@ impl GitLab {
                     "object_kind": "pipeline",
                     "object_attributes": {
                         "id": p.id, "iid": p.iid, "name": p.name, "ref": p.git_ref,
-                        "status": p.status, "detailed_status": p.status, "source": "api",
+                        "status": p.status, "detailed_status": p.status, "source": p.source,
                         "created_at": rfc3339(p.created), "finished_at": p.finished.map(rfc3339),
                         "variables": p.variables.iter().map(|(k, v)| json!({"key": k, "value": v})).collect::<Vec<_>>(),
                         "url": self.web_url(&p.project, p.id),
@@ -286,7 +299,7 @@ async fn create(
                 .collect()
         })
         .unwrap_or_default();
-    start_pipeline(&gl, project, &body, variables)
+    start_pipeline(&gl, project, &body, variables, "api")
 }
 
 /// `POST .../trigger/pipeline`: the trigger token in the body, variables as a hash.
@@ -317,7 +330,7 @@ async fn trigger(
                 .collect()
         })
         .unwrap_or_default();
-    start_pipeline(&gl, project, &body, variables)
+    start_pipeline(&gl, project, &body, variables, "trigger")
 }
 
 fn start_pipeline(
@@ -325,6 +338,7 @@ fn start_pipeline(
     project: String,
     body: &Value,
     variables: Vec<(String, String)>,
+    source: &'static str,
 ) -> Response {
     let Some(git_ref) = body.get("ref").and_then(Value::as_str) else {
         return json(StatusCode::BAD_REQUEST, json!({"error": "ref is missing"}));
@@ -372,6 +386,7 @@ fn start_pipeline(
             git_ref: git_ref.to_owned(),
             variables,
             name: correlation_id.as_ref().map(|c| format!("gate {c}")),
+            source,
             status: "running",
             created,
             finished: None,
@@ -417,10 +432,24 @@ async fn list(
         .max(1);
     let ascending = q.get("sort").map(String::as_str) == Some("asc");
     let git_ref = q.get("ref");
+    let source = q.get("source");
+    let updated_after = match q
+        .get("updated_after")
+        .map(|t| chrono::DateTime::parse_from_rfc3339(t))
+    {
+        None => None,
+        Some(Ok(t)) => Some(SystemTime::from(t)),
+        Some(Err(_)) => {
+            return json(
+                StatusCode::BAD_REQUEST,
+                json!({"error": "updated_after is invalid"}),
+            );
+        }
+    };
     let lag = gl.faults.find_lag();
     let mut s = gl.lock();
     let Some(p) = s.projects.get(&project) else {
-        return json(StatusCode::OK, json!([]));
+        return paged(json!([]), page_no, per_page, 0);
     };
     let mut ids = p.pipelines.clone();
     if !ascending {
@@ -433,15 +462,103 @@ async fn list(
             .is_some_and(|p| visible(lag, p.born, &mut p.listings_skipped))
     });
     let s = &*s;
-    let out: Vec<Value> = ids
+    let matching: Vec<&Pipeline> = ids
         .iter()
         .filter_map(|id| s.pipelines.get(id))
         .filter(|p| git_ref.is_none_or(|r| *r == p.git_ref))
+        .filter(|p| source.is_none_or(|src| src == p.source))
+        .filter(|p| updated_after.is_none_or(|t| p.finished.unwrap_or(p.created) > t))
+        .collect();
+    let total = matching.len();
+    let out: Vec<Value> = matching
+        .iter()
         .skip((page_no - 1) * per_page)
         .take(per_page)
         .map(|p| gl.pipeline_json(p))
         .collect();
-    json(StatusCode::OK, Value::Array(out))
+    paged(Value::Array(out), page_no, per_page, total)
+}
+
+/// A page of a listing with GitLab's offset-pagination headers; `x-next-page` is
+/// empty on the last page.
+fn paged(body: Value, page: usize, per_page: usize, total: usize) -> Response {
+    let pages = total.div_ceil(per_page).max(1);
+    let mut resp = json(StatusCode::OK, body);
+    let next = if page < pages {
+        (page + 1).to_string()
+    } else {
+        String::new()
+    };
+    let prev = if page > 1 {
+        (page - 1).to_string()
+    } else {
+        String::new()
+    };
+    for (name, value) in [
+        ("x-page", page.to_string()),
+        ("x-per-page", per_page.to_string()),
+        ("x-next-page", next),
+        ("x-prev-page", prev),
+        ("x-total", total.to_string()),
+        ("x-total-pages", pages.to_string()),
+    ] {
+        if let Ok(v) = axum::http::HeaderValue::from_str(&value) {
+            resp.headers_mut().insert(name, v);
+        }
+    }
+    resp
+}
+
+/// The CI file of every project: it declares the correlation input and puts it in the
+/// pipeline's name, as the stand-in names its pipelines.
+const CI_FILE: &str = "spec:
+  inputs:
+    PROMOTION_CORRELATION_ID:
+      default: ''
+---
+workflow:
+  name: \"gate $[[ inputs.PROMOTION_CORRELATION_ID ]]\"
+gate:
+  script: [echo gate]
+";
+
+/// `GET /api/v4/projects/:id`: projects exist on demand, with the default CI file path.
+async fn project_info(
+    State(gl): State<Arc<GitLab>>,
+    Path(project): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(denied) = gl.denied(&headers) {
+        return denied;
+    }
+    let id = gl.lock().projects.get(&project).map_or(0, |p| p.id);
+    json(
+        StatusCode::OK,
+        json!({
+            "id": id, "path_with_namespace": project, "default_branch": "main",
+            "ci_config_path": null, "web_url": format!("{}/{project}", gl.base),
+        }),
+    )
+}
+
+/// `GET /api/v4/projects/:id/repository/files/:path/raw` (`ref` optional): `.gitlab-ci.yml`.
+async fn raw_file(
+    State(gl): State<Arc<GitLab>>,
+    Path((_project, file)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(denied) = gl.denied(&headers) {
+        return denied;
+    }
+    if file != ".gitlab-ci.yml" {
+        return message(StatusCode::NOT_FOUND, "404 File Not Found");
+    }
+    let mut resp = (StatusCode::OK, CI_FILE).into_response();
+    resp.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("text/plain"),
+    );
+    resp
 }
 
 async fn show(

@@ -9,8 +9,10 @@
 //!   Until then it is listed by `GET /queue/api/json` and `POST /queue/cancelItem?id=N` cancels it.
 //! - `GET /job/.../N/api/json`: `building` until the script's time has passed, then
 //!   `result` SUCCESS or FAILURE; `POST /job/.../N/stop` aborts (ABORTED).
-//! - `GET /job/.../api/json?tree=builds[...]{0,N}`: the newest builds with their
-//!   `queueId` and parameters, for `find`.
+//! - `GET /job/.../api/json?tree=builds[...]{M,N}`: the newest 100 builds with their
+//!   `queueId`, `timestamp` and parameters; `tree=allBuilds[...]{M,N}` the whole
+//!   history, newest first, so `find` can page back by ranges (`{M,N}` from M up to
+//!   N excluded, `{M,}`, `{,N}`, `{N}`).
 //! - Build pages (`GET /job/.../N/`) answer without credentials, for the demo's links.
 //! - When told to ([`crate::StandIns::require_jenkins_crumb`]), a POST without a
 //!   crumb and its session cookie is refused with 403, and
@@ -194,6 +196,31 @@ fn parameters_action(parameters: &[(String, String)]) -> Value {
             .map(|(k, v)| json!({"_class": "hudson.model.StringParameterValue", "name": k, "value": v}))
             .collect::<Vec<_>>(),
     })
+}
+
+/// A `tree` range as Jenkins reads it: `{M,N}` from M up to N (excluded), `{M,}` from
+/// M on, `{,N}` the first N, `{N}` just the Nth (counting from 0).
+fn parse_range(range: &str) -> Option<(usize, Option<usize>)> {
+    let num = |t: &str| t.trim().parse::<usize>().ok();
+    match range.split_once(',') {
+        Some((from, to)) => {
+            let from = if from.trim().is_empty() {
+                0
+            } else {
+                num(from)?
+            };
+            let to = if to.trim().is_empty() {
+                None
+            } else {
+                Some(num(to)?)
+            };
+            Some((from, to))
+        }
+        None => {
+            let n = num(range)?;
+            Some((n, Some(n + 1)))
+        }
+    }
 }
 
 fn millis(t: SystemTime) -> u64 {
@@ -506,19 +533,23 @@ impl Jenkins {
     }
 
     fn job_info(&self, job: &str, uri: &Uri) -> Response {
-        // `tree=builds[...]{0,N}` bounds the listing.
-        let limit = uri
+        let tree = uri
             .query()
             .and_then(|q| {
                 url::form_urlencoded::parse(q.as_bytes())
                     .find(|(k, _)| k == "tree")
                     .map(|(_, v)| v.into_owned())
             })
-            .and_then(|tree| {
-                let range = tree.rsplit_once('{')?.1.strip_suffix('}')?.to_owned();
-                range.split_once(',')?.1.trim().parse::<usize>().ok()
-            })
-            .unwrap_or(DEFAULT_LISTING);
+            .unwrap_or_default();
+        // `builds` holds the newest 100 builds only; `allBuilds` the whole history.
+        let all = tree.trim_start().starts_with("allBuilds");
+        let range = tree
+            .rsplit_once('{')
+            .and_then(|(_, r)| r.strip_suffix('}'))
+            .map_or(Some((0, None)), parse_range);
+        let Some((from, to)) = range else {
+            return html(StatusCode::BAD_REQUEST, "Invalid range in tree");
+        };
         let mut s = self.lock();
         let numbers: Vec<u64> = s
             .jobs
@@ -532,22 +563,26 @@ impl Jenkins {
                     .collect()
             })
             .unwrap_or_default();
-        let shown: Vec<u64> = numbers
+        let listed: Vec<u64> = numbers
             .into_iter()
             .filter(|n| self.listed(&mut s, job, *n))
-            .take(limit)
+            .take(if all { usize::MAX } else { DEFAULT_LISTING })
             .collect();
-        let builds: Vec<Value> = shown
+        let shown = listed
             .iter()
+            .skip(from)
+            .take(to.map_or(usize::MAX, |to| to.saturating_sub(from)));
+        let builds: Vec<Value> = shown
             .filter_map(|n| s.build(job, *n))
             .map(|b| self.build_json(job, b))
             .collect();
+        let key = if all { "allBuilds" } else { "builds" };
         axum::Json(json!({
             "_class": "org.jenkinsci.plugins.workflow.job.WorkflowJob",
             "name": job.rsplit('/').next().unwrap_or(job),
             "fullName": job,
             "url": self.job_url(job),
-            "builds": builds,
+            key: builds,
         }))
         .into_response()
     }
@@ -668,5 +703,14 @@ mod tests {
         assert_eq!(parse("/crumbIssuer/api/json"), Some(Route::Crumb));
         assert_eq!(parse("/job/a/nonsense/x"), None);
         assert_eq!(job_path("gate tests/x"), "job/gate%20tests/job/x/");
+    }
+
+    #[test]
+    fn tree_ranges_read_as_jenkins_reads_them() {
+        assert_eq!(parse_range("0,100"), Some((0, Some(100))));
+        assert_eq!(parse_range("100,"), Some((100, None)));
+        assert_eq!(parse_range(",5"), Some((0, Some(5))));
+        assert_eq!(parse_range("3"), Some((3, Some(4))));
+        assert_eq!(parse_range("a,b"), None);
     }
 }

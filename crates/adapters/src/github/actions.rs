@@ -32,20 +32,21 @@ use crate::http::{Answer, Effect};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use promotion_core::ports::{
-    PortError, RunHandle, RunRef, RunState, RunStatus, TestRunner, TriggerRequest,
+    ErrorKind, Found, PortError, RunHandle, RunRef, RunState, RunStatus, TestRunner, TriggerRequest,
 };
 use promotion_core::trigger::CORRELATION_PARAMETER;
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, PoisonError};
+use std::time::SystemTime;
 
 /// `workflow_dispatch` takes at most this many inputs.
 pub const MAX_INPUTS: usize = 25;
 /// The listing's largest page.
 const PER_PAGE: usize = 100;
-/// How many pages `find` reads before it concludes the run is not there.
-const FIND_PAGES: usize = 3;
+/// GitHub lists at most this many runs for a search with filters such as `created`.
+const SEARCH_LIMIT: usize = 1000;
 /// The `created` filter starts this much before our clock's trigger time, so a
 /// GitHub clock behind ours does not hide the run.
 const CLOCK_SKEW: chrono::Duration = chrono::Duration::minutes(5);
@@ -196,6 +197,35 @@ struct RunList {
     workflow_runs: Vec<Run>,
 }
 
+/// A file as the contents API returns it.
+#[derive(Debug, Deserialize)]
+struct Contents {
+    #[serde(default)]
+    encoding: Option<String>,
+    #[serde(default)]
+    content: Option<String>,
+}
+
+/// Why a workflow file's `run-name` cannot show the correlation id, if it cannot.
+fn run_name_problem(file: &str, yaml: &str) -> Result<Option<String>, String> {
+    let doc: serde_yaml::Value =
+        serde_yaml::from_str(yaml).map_err(|e| format!("workflow {file} is not YAML: {e}"))?;
+    let wanted = format!("inputs.{CORRELATION_PARAMETER}");
+    Ok(
+        match doc.get("run-name").and_then(serde_yaml::Value::as_str) {
+            Some(name) if name.contains(&wanted) => None,
+            Some(name) => Some(format!(
+                "workflow {file}: its run-name {name:?} does not mention {wanted}, so its runs \
+             cannot be told apart; use run-name: gate ${{{{ {wanted} }}}}"
+            )),
+            None => Some(format!(
+                "workflow {file} has no run-name, so its runs do not show {CORRELATION_PARAMETER}; \
+             add run-name: gate ${{{{ {wanted} }}}}"
+            )),
+        },
+    )
+}
+
 /// The 200 answer of a dispatch sent with `return_run_details`.
 #[derive(Debug, Deserialize)]
 struct DispatchDetails {
@@ -331,49 +361,62 @@ impl GitHubActionsRunner {
         connection.send(&call).await
     }
 
-    /// The newest run of `workflow` whose `display_title` holds `correlation_id`.
+    /// The newest run of `workflow` created since `since` whose `display_title` holds
+    /// `correlation_id`, reading at most `pages` pages: Absent once the listing ended,
+    /// "not sure" when the page cap or GitHub's 1,000-result limit stopped it first.
     async fn search(
         connection: &GitHubConnection,
         workflow: &Workflow,
         correlation_id: &str,
-        created_since: Option<DateTime<Utc>>,
+        since: DateTime<Utc>,
         pages: usize,
-    ) -> Result<Option<RunHandle>, PortError> {
+    ) -> Result<Found, PortError> {
         if correlation_id.is_empty() {
-            return Ok(None);
+            return Ok(Found::Absent);
         }
+        let since_text = since.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+        let mut seen = 0;
         for page in 1..=pages {
-            let mut call = Call::new(
+            let call = Call::new(
                 Method::GET,
                 Effect::Read,
                 &workflow.workflow_segments(&["runs"]),
             )
             .query("event", "workflow_dispatch")
+            .query("created", format!(">={since_text}"))
             .query("per_page", PER_PAGE.to_string())
             .query("page", page.to_string());
-            if let Some(since) = created_since {
-                call = call.query(
-                    "created",
-                    format!(">={}", since.format("%Y-%m-%dT%H:%M:%SZ")),
-                );
-            }
             let list: RunList = connection.read(&call).await?;
+            seen += list.workflow_runs.len();
             let found = list
                 .workflow_runs
                 .iter()
                 .filter(|r| mentions(r.display_title.as_deref().unwrap_or(""), correlation_id))
                 .max_by_key(|r| r.id);
             if let Some(run) = found {
-                return Ok(Some(RunHandle {
+                return Ok(Found::Run(RunHandle {
                     run_id: run.id.to_string(),
                     url: run.html_url.clone(),
                 }));
             }
             if list.workflow_runs.len() < PER_PAGE {
-                break;
+                return Ok(Found::Absent);
+            }
+            if page * PER_PAGE >= SEARCH_LIMIT {
+                return Ok(Found::NotSure(format!(
+                    "connection {}: GitHub lists at most {SEARCH_LIMIT} runs of {} created since \
+                     {since_text}, and that many were newer",
+                    connection.name(),
+                    workflow.file
+                )));
             }
         }
-        Ok(None)
+        Ok(Found::NotSure(format!(
+            "connection {}: read the {seen} newest runs of {} created since {since_text} \
+             ({pages} pages, maxFindPages) without reaching the last one",
+            connection.name(),
+            workflow.file
+        )))
     }
 
     /// Finds the run a dispatch that returned no id started, retrying for a few seconds
@@ -390,9 +433,10 @@ impl GitHubActionsRunner {
             if attempt > 0 {
                 tokio::time::sleep(interval).await;
             }
-            match Self::search(connection, workflow, correlation_id, Some(since), 1).await {
-                Ok(Some(handle)) => return Ok(handle),
-                Ok(None) => {}
+            match Self::search(connection, workflow, correlation_id, since, 1).await {
+                Ok(Found::Run(handle)) => return Ok(handle),
+                Ok(Found::Absent) => {}
+                Ok(Found::NotSure(why)) => last_error = Some(why),
                 Err(e) => last_error = Some(e.message),
             }
         }
@@ -486,10 +530,75 @@ impl TestRunner for GitHubActionsRunner {
         })
     }
 
-    async fn find(&self, req: &TriggerRequest) -> Result<Option<RunHandle>, PortError> {
+    async fn find(&self, req: &TriggerRequest, since: SystemTime) -> Result<Found, PortError> {
         let connection = self.connection(req.connection.as_deref())?;
         let workflow = Workflow::parse(connection, &req.job)?;
-        Self::search(connection, &workflow, &req.correlation_id, None, FIND_PAGES).await
+        let pages = connection.find_pages();
+        Self::search(
+            connection,
+            &workflow,
+            &req.correlation_id,
+            DateTime::<Utc>::from(since),
+            pages,
+        )
+        .await
+    }
+
+    /// Reads the workflow file (contents API, at the test's ref) and checks that its
+    /// `run-name` shows `inputs.PROMOTION_CORRELATION_ID`, which is how `find` sees a run.
+    async fn check_findable(&self, req: &TriggerRequest) -> Result<(), PortError> {
+        let unknown = |why: String| PortError::transient(why);
+        let connection = self
+            .connection(req.connection.as_deref())
+            .map_err(|e| unknown(e.message))?;
+        let workflow = Workflow::parse(connection, &req.job).map_err(|e| unknown(e.message))?;
+        if workflow.file.chars().all(|c| c.is_ascii_digit()) {
+            return Err(unknown(format!(
+                "workflow {} is named by its id, so its file cannot be read",
+                workflow.file
+            )));
+        }
+        let mut call = Call::new(
+            Method::GET,
+            Effect::Read,
+            &workflow.repo_segments(&["contents", ".github", "workflows", &workflow.file]),
+        );
+        if let Some(r) = req.git_ref.as_deref().filter(|r| !r.trim().is_empty()) {
+            call = call.query("ref", r.trim());
+        }
+        let file: Contents = connection.read(&call).await.map_err(|e| {
+            // A 404 can also be a token without Contents: read: not a verdict on the workflow.
+            PortError {
+                kind: ErrorKind::Transient,
+                message: format!("could not read workflow {}: {}", workflow.file, e.message),
+                retry_after: e.retry_after,
+            }
+        })?;
+        let text = match (file.encoding.as_deref(), file.content) {
+            (Some("base64"), Some(content)) => {
+                let compact: String = content.split_whitespace().collect();
+                use base64::Engine as _;
+                base64::engine::general_purpose::STANDARD
+                    .decode(compact)
+                    .ok()
+                    .and_then(|b| String::from_utf8(b).ok())
+            }
+            _ => None,
+        };
+        let Some(text) = text else {
+            return Err(unknown(format!(
+                "workflow {}: the contents API returned no readable file",
+                workflow.file
+            )));
+        };
+        match run_name_problem(&workflow.file, &text) {
+            Ok(None) => Ok(()),
+            Ok(Some(problem)) => Err(PortError::permanent(format!(
+                "connection {}: {problem}",
+                connection.name()
+            ))),
+            Err(why) => Err(unknown(why)),
+        }
     }
 
     async fn cancel(&self, run: &RunRef) -> Result<(), PortError> {
@@ -558,6 +667,29 @@ mod tests {
         assert!(!mentions("gate prc-12", "prc-1"));
         assert!(!mentions("gate xprc-1", "prc-1"));
         assert!(!mentions("anything", ""));
+    }
+
+    #[test]
+    fn a_run_name_must_mention_the_correlation_input() {
+        let good = "on: workflow_dispatch\nrun-name: gate ${{ inputs.PROMOTION_CORRELATION_ID }}\n";
+        assert_eq!(run_name_problem("g.yml", good), Ok(None));
+        let old = "run-name: gate ${{ github.event.inputs.PROMOTION_CORRELATION_ID }}\n";
+        assert_eq!(run_name_problem("g.yml", old), Ok(None));
+        let other = "run-name: gate ${{ inputs.sha }}\n";
+        assert!(
+            run_name_problem("g.yml", other)
+                .unwrap()
+                .unwrap()
+                .contains("does not mention")
+        );
+        let none = "on: workflow_dispatch\njobs: {}\n";
+        assert!(
+            run_name_problem("g.yml", none)
+                .unwrap()
+                .unwrap()
+                .contains("no run-name")
+        );
+        assert!(run_name_problem("g.yml", "a: [").is_err());
     }
 
     #[test]

@@ -35,6 +35,7 @@ struct Inner {
     repository: Option<Repository>,
     find_attempts: usize,
     find_interval: Duration,
+    find_pages: usize,
 }
 
 impl GitHubConnection {
@@ -65,6 +66,7 @@ impl GitHubConnection {
                 repository: config.github.repository.clone(),
                 find_attempts: config.github.find_attempts,
                 find_interval: config.github.find_interval,
+                find_pages: config.github.find_pages,
             }),
         })
     }
@@ -86,6 +88,11 @@ impl GitHubConnection {
     /// How many look-ups find a dispatched run without an id, and the pause between them.
     pub(crate) fn find_attempts(&self) -> (usize, Duration) {
         (self.inner.find_attempts, self.inner.find_interval)
+    }
+
+    /// How many pages of runs `find` reads back towards the intent's time.
+    pub(crate) fn find_pages(&self) -> usize {
+        self.inner.find_pages.max(1)
     }
 
     /// Sends `call` once with credentials; the answer may have any status.

@@ -92,3 +92,20 @@ pub async fn bounded<F: std::future::Future>(f: F) -> F::Output {
         .await
         .expect("the call did not end by itself")
 }
+
+/// Long before any run of a test: `find` searches the whole listing.
+pub fn long_ago() -> std::time::SystemTime {
+    std::time::SystemTime::now() - Duration::from_secs(3600)
+}
+
+/// `find` back to [`long_ago`], as an option: `None` for Absent; "not sure" fails the test.
+pub async fn found(
+    runner: &impl promotion_core::ports::TestRunner,
+    req: &promotion_core::ports::TriggerRequest,
+) -> Option<promotion_core::ports::RunHandle> {
+    match runner.find(req, long_ago()).await.expect("find") {
+        promotion_core::ports::Found::Run(h) => Some(h),
+        promotion_core::ports::Found::Absent => None,
+        promotion_core::ports::Found::NotSure(why) => panic!("find is not sure: {why}"),
+    }
+}
