@@ -240,7 +240,7 @@ pub async fn run(
         "seed {}: {n} PRs x 2 hops in {:.1?}{}; {kills} SIGKILLs of the controller; apiserver restarted once{}",
         args.seed,
         wall,
-        if done { "" } else { " (deadline reached)" },
+        if done { "" } else { " (deadline reached before every tracker settled)" },
         match relisted {
             Some(Some(lists)) => format!(
                 ", after which the running controller re-listed policies ({lists} LIST on the new server)"
@@ -253,7 +253,7 @@ pub async fn run(
     let list = trackers.list(&ListParams::default()).await?.items;
     promotions_verdict(&mut verdict, &world, &list, n);
     labels_verdict(&mut verdict, &world, n);
-    phases_verdict(&mut verdict, &list, n);
+    phases_verdict(&mut verdict, &list, &world.standins.journal.triggers(), n);
     verdict.say(format!(
         "verdict: {} ({} duplicate triggers, {} duplicate promotions, {} trackers not Completed); logs in {}",
         if verdict.passed() { "PASS" } else { "FAIL" },
@@ -370,13 +370,14 @@ fn inject_faults(world: &World, n: usize, args: &ChaosArgs, rng: &mut StdRng) ->
     (late, delayed)
 }
 
-/// Whether every tracker is Completed in prod, polled until `until`.
+/// Whether every tracker has settled (Completed, Failed or Closed: nothing moves it
+/// without a person), polled until `until`.
 async fn wait_until_done(trackers: &Api<PullRequestTracker>, n: usize, until: Instant) -> bool {
     loop {
         // A failed list (the apiserver is restarting) is only a later look.
         if let Ok(list) = trackers.list(&ListParams::default()).await
             && list.items.len() == n
-            && list.items.iter().all(completed)
+            && list.items.iter().all(settled)
         {
             return true;
         }
@@ -386,6 +387,15 @@ async fn wait_until_done(trackers: &Api<PullRequestTracker>, n: usize, until: In
         }
         tokio::time::sleep((until - now).min(Duration::from_secs(2))).await;
     }
+}
+
+fn settled(t: &PullRequestTracker) -> bool {
+    t.status.as_ref().is_some_and(|s| {
+        matches!(
+            s.phase,
+            Some(Phase::Completed | Phase::Failed | Phase::Closed)
+        )
+    })
 }
 
 fn completed(t: &PullRequestTracker) -> bool {
@@ -523,7 +533,12 @@ fn labels_verdict(verdict: &mut Verdict, world: &World, n: usize) {
     ));
 }
 
-fn phases_verdict(verdict: &mut Verdict, list: &[PullRequestTracker], n: usize) {
+fn phases_verdict(
+    verdict: &mut Verdict,
+    list: &[PullRequestTracker],
+    triggers: &[Triggered],
+    n: usize,
+) {
     let mut phases: BTreeMap<String, usize> = BTreeMap::new();
     for t in list {
         let s = t.status.clone().unwrap_or_default();
@@ -538,7 +553,7 @@ fn phases_verdict(verdict: &mut Verdict, list: &[PullRequestTracker], n: usize) 
     verdict.not_completed = n - finished.min(n);
     let shown: Vec<String> = phases.iter().map(|(k, v)| format!("{k}: {v}")).collect();
     verdict.say(format!("trackers by phase: {}", shown.join(", ")));
-    for t in list.iter().filter(|t| !completed(t)).take(10) {
+    for t in list.iter().filter(|t| !completed(t)).take(20) {
         let s = t.status.clone().unwrap_or_default();
         verdict.say(format!(
             "  not Completed: {} {:?} in {}: {}",
@@ -547,6 +562,33 @@ fn phases_verdict(verdict: &mut Verdict, list: &[PullRequestTracker], n: usize) 
             s.current_environment.as_deref().unwrap_or("?"),
             s.message.unwrap_or_default()
         ));
+        for run in s.test_runs.iter().filter(|r| r.run_id.is_none()) {
+            let id = run.correlation_id.as_deref().unwrap_or_default();
+            let started = triggers
+                .iter()
+                .filter(|t| t.correlation_id.as_deref() == Some(id))
+                .count();
+            let attempts: Vec<String> = run
+                .attempts
+                .iter()
+                .map(|a| {
+                    format!(
+                        "armed {} answered {} ({:?})",
+                        a.armed_at.0,
+                        a.answered_at
+                            .as_ref()
+                            .map_or("never".into(), |t| t.0.to_string()),
+                        a.outcome
+                    )
+                })
+                .collect();
+            verdict.say(format!(
+                "    {} {} {id}: {started} runs started in the CI stand-in; attempts: {}",
+                run.name,
+                run.job,
+                attempts.join("; ")
+            ));
+        }
     }
 }
 
