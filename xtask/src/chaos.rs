@@ -60,6 +60,10 @@ pub struct ChaosArgs {
     /// The longest CI run.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub run_max: Duration,
+    /// The controller's `--max-rearms`: each SIGKILL that lands during a trigger uses
+    /// one (nothing proves that request never left), so a storm needs more than the default 1.
+    #[arg(long, default_value_t = 3)]
+    pub max_rearms: usize,
     /// Percent of triggers that start their run but answer 504.
     #[arg(long, default_value_t = 6)]
     pub late_percent: u32,
@@ -164,7 +168,7 @@ pub async fn run(
         injected.1
     );
 
-    let flags: Vec<String> = [
+    let mut flags: Vec<String> = [
         "--namespace",
         NAMESPACE,
         "--poll-interval",
@@ -174,6 +178,7 @@ pub async fn run(
     ]
     .map(String::from)
     .to_vec();
+    flags.extend(["--max-rearms".to_string(), args.max_rearms.to_string()]);
     let spawn = |k: usize| {
         ControllerProcess::spawn(
             binary,
@@ -237,10 +242,11 @@ pub async fn run(
 
     let mut verdict = Verdict::default();
     verdict.say(format!(
-        "seed {}: {n} PRs x 2 hops in {:.1?}{}; {kills} SIGKILLs of the controller; apiserver restarted once{}",
+        "seed {}: {n} PRs x 2 hops in {:.1?}{}; {kills} SIGKILLs of the controller (--max-rearms {}); apiserver restarted once{}",
         args.seed,
         wall,
         if done { "" } else { " (deadline reached before every tracker settled)" },
+        args.max_rearms,
         match relisted {
             Some(Some(lists)) => format!(
                 ", after which the running controller re-listed policies ({lists} LIST on the new server)"
@@ -621,6 +627,7 @@ mod tests {
             kill_max: Duration::from_secs(4),
             run_min: Duration::from_millis(500),
             run_max: Duration::from_secs(3),
+            max_rearms: 3,
             // More of each fault than the default, so that 20 PRs meet them all.
             late_percent: 15,
             delay_percent: 25,

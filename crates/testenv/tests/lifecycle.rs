@@ -52,8 +52,9 @@ fn the_apiserver_restarts_on_the_same_etcd_and_port() {
         .enable_all()
         .build()
         .expect("runtime");
+    let kubeconfig = plane.kubeconfig.clone();
     let namespaces = || async {
-        let client = promotion_testenv::client_for(&plane.kubeconfig)
+        let client = promotion_testenv::client_for(&kubeconfig)
             .await
             .expect("client");
         kube::Api::<k8s_openapi::api::core::v1::Namespace>::all(client)
