@@ -437,7 +437,7 @@ impl FinishIndex {
 }
 
 /// `apiserver_request_total`, summed by verb and resource.
-async fn apiserver_requests(client: &Client) -> Result<BTreeMap<String, f64>> {
+pub(crate) async fn apiserver_requests(client: &Client) -> Result<BTreeMap<String, f64>> {
     let request = http::Request::get("/metrics").body(Vec::new())?;
     let text = client.request_text(request).await?;
     let mut out = BTreeMap::new();

@@ -1,6 +1,7 @@
 //! Developer tasks: `cargo xtask <command>`.
 
 mod bench;
+mod chaos;
 mod demo;
 mod process;
 mod world;
@@ -47,6 +48,8 @@ enum Cmd {
     Demo,
     /// Measure hops per second, latency, memory and API cost with N trackers (see BENCHMARKS.md).
     Bench(bench::BenchArgs),
+    /// N PRs through two hops while the real controller is SIGKILLed and the apiserver restarted; fails on any duplicate trigger or promotion.
+    Chaos(chaos::ChaosArgs),
 }
 
 fn main() -> Result<()> {
@@ -62,6 +65,7 @@ fn main() -> Result<()> {
             plane.stop();
             result
         }
+        Cmd::Chaos(args) => chaos_command(&args),
     }
 }
 
@@ -192,6 +196,23 @@ fn test(args: &[String]) -> Result<()> {
     println!("[xtask test] finished in {:.1?}", started.elapsed());
     if !status.success() {
         bail!("cargo test failed ({status})");
+    }
+    Ok(())
+}
+
+fn chaos_command(args: &chaos::ChaosArgs) -> Result<()> {
+    let root = workspace_root();
+    println!("[chaos] building the controller binary (cargo build -p promotion-controller)");
+    let binary = process::build(&root, false)?;
+    // On this thread, which also drives the run: the apiserver it restarts dies with it.
+    let mut plane = start_control_plane()?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    let dir = root.join(format!("target/chaos/seed-{}", args.seed));
+    let verdict = runtime.block_on(chaos::run(&mut plane, &binary, &dir, args));
+    plane.stop();
+    let verdict = verdict?;
+    if !verdict.passed() {
+        bail!("the chaos run found duplicates or unfinished trackers (see above)");
     }
     Ok(())
 }

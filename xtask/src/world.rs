@@ -48,6 +48,8 @@ pub struct World {
     pub standins: StandIns,
     /// The controller's configuration file.
     pub config: PathBuf,
+    /// Every write the Argo CD stand-in saw that left an Application out of sync (a promotion).
+    pub argo_writes: promotion_standins::argo::Writes,
     syncer: tokio::task::JoinHandle<()>,
     webhook: SocketAddr,
 }
@@ -93,15 +95,18 @@ impl World {
         }
         let config = write_config(&standins, &opts.namespace, &opts.dir)?;
         // Only our namespace: tests sharing the control plane keep their Applications as they set them.
-        let syncer = promotion_standins::argo::spawn_namespaced_syncer(
+        let argo_writes = promotion_standins::argo::Writes::default();
+        let syncer = promotion_standins::argo::spawn_counting_syncer(
             client.clone(),
             ARGOCD_NAMESPACE,
             opts.sync_delay,
+            argo_writes.clone(),
         );
         Ok(Self {
             client,
             standins,
             config,
+            argo_writes,
             syncer,
             webhook: opts.webhook,
         })

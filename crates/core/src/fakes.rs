@@ -22,6 +22,9 @@ pub enum CrashPoint {
     AfterPromote,
     /// After the label was added.
     AfterLabel,
+    /// After the first status holding a test run without a run id (an intent whose
+    /// trigger has not answered) was saved: the process died right after that write.
+    AfterIntentSave,
 }
 
 /// Crash points shared by the fakes; a test arms one and waits for it to be hit.
@@ -612,6 +615,8 @@ pub struct MemoryStore {
     pub conflicts: Mutex<VecDeque<bool>>,
     /// How many saves were refused with a conflict.
     pub refused: Mutex<usize>,
+    /// Crash points; only [`CrashPoint::AfterIntentSave`] concerns the store.
+    pub crashes: Arc<Crashes>,
 }
 
 #[async_trait]
@@ -623,6 +628,13 @@ impl TrackerStore for MemoryStore {
         }
         *lock(&self.status) = Some(status.clone());
         *lock(&self.saves) += 1;
+        if status
+            .test_runs
+            .iter()
+            .any(|r| r.run_id.is_none() && !crate::records::is_final(r.state))
+        {
+            self.crashes.maybe_crash(CrashPoint::AfterIntentSave).await;
+        }
         Ok(())
     }
 }

@@ -78,9 +78,16 @@ pub fn correlation_id(
     format!("prc-{hex}")
 }
 
-/// The intents of a new gate: one Pending run per test, armed now.
+/// The message a planned run carries until it is armed.
+pub const PLANNED_MESSAGE: &str = "planned; not sent yet";
+
+/// The intents of a new gate: one Pending run per test, planned but not armed.
+///
+/// A planned run has no attempt: it is saved with the write that records Synced,
+/// and armed (see [`arm`]) by the write just before its trigger. So a run that is
+/// still planned after a restart provably never left, and is sent at once,
+/// without a search or a grace period.
 pub fn plan(policy: &PromotionPolicySpec, ids: impl Fn(&str) -> String) -> Vec<TestRun> {
-    let now = Time(Timestamp::now());
     policy
         .external_tests
         .iter()
@@ -94,14 +101,33 @@ pub fn plan(policy: &PromotionPolicySpec, ids: impl Fn(&str) -> String) -> Vec<T
             url: None,
             state: TestState::Pending,
             required: t.required,
-            started_at: Some(now.clone()),
-            first_triggered_at: Some(now.clone()),
-            attempts: vec![armed(now.clone())],
+            started_at: None,
+            first_triggered_at: None,
+            attempts: Vec::new(),
             not_before: None,
             finished_at: None,
-            message: None,
+            message: Some(PLANNED_MESSAGE.into()),
         })
         .collect()
+}
+
+/// Whether `run` is planned and was never armed: nothing of it can have been sent.
+pub fn is_planned(run: &TestRun) -> bool {
+    run.attempts.is_empty()
+        && run.started_at.is_none()
+        && run.run_id.is_none()
+        && run.state == TestState::Pending
+}
+
+/// Arms every planned run now: the status saved next is the intent of its trigger.
+pub fn arm(runs: &mut [TestRun]) {
+    let now = Time(Timestamp::now());
+    for run in runs.iter_mut().filter(|r| is_planned(r)) {
+        run.started_at = Some(now.clone());
+        run.first_triggered_at = Some(now.clone());
+        run.attempts = vec![armed(now.clone())];
+        run.message = None;
+    }
 }
 
 fn armed(at: Time) -> TriggerAttempt {

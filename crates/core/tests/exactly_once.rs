@@ -386,3 +386,46 @@ async fn an_absent_run_is_re_armed_once_after_the_grace_on_a_busy_job() {
         "re-armed before the grace: {answered} -> {rearmed}"
     );
 }
+
+#[tokio::test]
+async fn an_intent_that_provably_never_left_is_sent_at_once_after_a_restart() {
+    // Issue #11 case 6: the process dies right after the first write that holds the
+    // gate's intents, before any trigger left. Those intents were saved armed, so the
+    // restart could not tell them from a sent trigger and waited the whole grace (an
+    // hour here) after a `find`. Saved planned (with Synced) and armed only by the
+    // write just before the trigger, they are sent at once, without a search.
+    let w = world(Duration::from_secs(3600), 1);
+    w.policies.upsert(one_test_policy("smoke", None));
+    w.store.crashes.arm(CrashPoint::AfterIntentSave);
+    let mut t = tracker();
+    tokio::select! {
+        r = w.engine.reconcile(&t, &w.policies, &w.store, &w.events) => {
+            panic!("the reconcile never saved an intent: {r:?}")
+        }
+        _ = w.store.crashes.wait_hit() => {}
+    }
+    t.status = w.store.status.lock().expect("lock").clone();
+    assert_eq!(w.ci.calls().trigger, 0, "nothing was sent before the crash");
+    let saved = t.status.clone().expect("status");
+    assert_eq!(saved.test_runs.len(), 1, "the intent was saved");
+
+    // The restart: one reconcile on what was saved.
+    step(&w, &mut t).await;
+    let st = t.status.clone().expect("status");
+    assert_eq!(
+        w.ci.calls().trigger,
+        1,
+        "sent at once, not after the grace: {:?}",
+        st.test_runs
+    );
+    assert_eq!(w.ci.calls().find, 0, "nothing to look for");
+    let run = &st.test_runs[0];
+    assert!(run.run_id.is_some(), "{run:?}");
+    assert_eq!(run.attempts.len(), 1, "one attempt, not a re-arm");
+    assert_eq!(run.attempts[0].outcome, Some(TriggerOutcome::Started));
+
+    until_gate_done(&w, &mut t).await;
+    let st = t.status.expect("status");
+    assert_eq!(st.promotions.len(), 1, "promoted: {:?}", st.message);
+    assert_eq!(w.ci.triggered("smoke"), 1);
+}

@@ -7,7 +7,7 @@ use promotion_core::fakes::*;
 use promotion_core::monitor::{TestMonitor, Verdict, aggregate};
 use promotion_core::ports::{PullRequestRef, RunState};
 use promotion_core::promotion::PromotionExecutor;
-use promotion_core::trigger::{TriggerManager, plan};
+use promotion_core::trigger::{TriggerManager, arm, plan};
 use promotion_core::variables::Variables;
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,6 +46,7 @@ async fn partial_trigger_failure_keeps_what_started_and_starts_nothing_twice() {
         {"name": "lost", "provider": "gitlab", "job": "lost"}
     ]));
     let mut runs = plan(&policy, |t| format!("cid-{t}"));
+    arm(&mut runs);
     let mgr = TriggerManager::new(&ci, Duration::ZERO);
     let all = names(&runs);
     mgr.trigger(&mut runs, &all, &policy, &vars()).await;
@@ -90,6 +91,7 @@ async fn an_unknown_run_is_rearmed_only_after_the_grace_period() {
     let policy = spec(serde_json::json!([{"name": "a", "provider": "jenkins", "job": "a"}]));
     // An intent saved by a reconcile that died before sending the trigger.
     let mut runs = plan(&policy, |t| format!("cid-{t}"));
+    arm(&mut runs);
     let patient = TriggerManager::new(&ci, Duration::from_secs(3600));
     let adoption = patient.adopt_or_rearm(&mut runs, &policy, &vars()).await;
     assert!(
@@ -120,6 +122,7 @@ async fn the_monitor_follows_runs_to_a_verdict_and_cancels() {
         {"name": "hang", "provider": "jenkins", "job": "hang", "required": false}
     ]));
     let mut runs = plan(&policy, |t| format!("cid-{t}"));
+    arm(&mut runs);
     let all = names(&runs);
     TriggerManager::new(&ci, Duration::ZERO)
         .trigger(&mut runs, &all, &policy, &vars())

@@ -1,7 +1,9 @@
 //! How each CI run ends, and after how long: set per job, shared by every server.
 
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use std::collections::HashMap;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 /// How a run ends.
@@ -22,6 +24,16 @@ pub enum Outcome {
 #[derive(Clone, Debug)]
 pub struct CiScript {
     inner: Arc<RwLock<Inner>>,
+    /// Lengths drawn at random for runs of jobs without a script of their own.
+    random: Arc<Mutex<Option<RandomLengths>>>,
+}
+
+/// Run lengths drawn uniformly from `min..=max` by a seeded generator.
+#[derive(Debug)]
+struct RandomLengths {
+    min: Duration,
+    max: Duration,
+    rng: StdRng,
 }
 
 #[derive(Debug)]
@@ -38,7 +50,18 @@ impl CiScript {
                 default: (Outcome::Pass, default_after),
                 jobs: HashMap::new(),
             })),
+            random: Arc::default(),
         }
+    }
+
+    /// Runs of jobs without a script of their own take a random time between `min`
+    /// and `max`, drawn in trigger order from a generator seeded with `seed`.
+    pub fn set_random_lengths(&self, min: Duration, max: Duration, seed: u64) {
+        *self.random.lock().unwrap_or_else(PoisonError::into_inner) = Some(RandomLengths {
+            min,
+            max: max.max(min),
+            rng: StdRng::seed_from_u64(seed),
+        });
     }
 
     /// Runs of `job` triggered from now on end with `outcome` after `after`.
@@ -70,7 +93,14 @@ impl CiScript {
     /// How a run of `job` triggered now ends, and after how long.
     pub fn outcome(&self, job: &str) -> (Outcome, Duration) {
         let inner = self.inner.read().unwrap_or_else(PoisonError::into_inner);
-        inner.jobs.get(job).copied().unwrap_or(inner.default)
+        if let Some(own) = inner.jobs.get(job) {
+            return *own;
+        }
+        let mut random = self.random.lock().unwrap_or_else(PoisonError::into_inner);
+        match random.as_mut() {
+            Some(r) => (inner.default.0, r.rng.random_range(r.min..=r.max)),
+            None => inner.default,
+        }
     }
 }
 
@@ -93,5 +123,23 @@ mod tests {
         );
         s.unset("team-a/smoke");
         assert_eq!(shared.outcome("team-a/smoke").0, Outcome::Pass);
+    }
+
+    #[test]
+    fn random_lengths_stay_in_range_and_follow_the_seed() {
+        let draw = |seed| {
+            let s = CiScript::new(Duration::from_secs(1));
+            s.set_random_lengths(Duration::from_millis(100), Duration::from_millis(900), seed);
+            s.set("own", Outcome::Fail, Duration::from_secs(7));
+            assert_eq!(s.outcome("own"), (Outcome::Fail, Duration::from_secs(7)));
+            (0..20).map(|_| s.outcome("any").1).collect::<Vec<_>>()
+        };
+        let a = draw(7);
+        assert!(
+            a.iter()
+                .all(|d| (Duration::from_millis(100)..=Duration::from_millis(900)).contains(d))
+        );
+        assert_eq!(a, draw(7), "the same seed draws the same lengths");
+        assert_ne!(a, draw(8));
     }
 }

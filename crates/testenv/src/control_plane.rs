@@ -42,6 +42,8 @@ pub struct ControlPlane {
     pub kubeconfig: PathBuf,
     /// How long start-up took, from spawning etcd to a ready API server with CRDs.
     pub startup: Duration,
+    /// How kube-apiserver is started, kept so it can be started again on the same etcd and port.
+    apiserver_command: (PathBuf, Vec<String>),
 }
 
 impl ControlPlane {
@@ -99,6 +101,35 @@ impl ControlPlane {
                 .stdout(Stdio::null())
                 .stderr(log("etcd.log")?),
         )?;
+        let mut apiserver_args = vec![
+            format!("--etcd-servers={etcd_url}"),
+            format!("--secure-port={secure_port}"),
+            "--bind-address=127.0.0.1".into(),
+            // With a loopback bind it otherwise exits looking for a default route.
+            "--advertise-address=127.0.0.1".into(),
+            format!("--cert-dir={}", root.join("certs").display()),
+            format!("--tls-cert-file={}", serving_cert.display()),
+            format!("--tls-private-key-file={}", serving_key.display()),
+            format!("--client-ca-file={}", ca.display()),
+            format!("--service-account-key-file={}", sa_pub.display()),
+            format!("--service-account-signing-key-file={}", sa_key.display()),
+            "--service-account-issuer=https://127.0.0.1".into(),
+            "--service-cluster-ip-range=10.0.0.0/24".into(),
+            "--authorization-mode=RBAC".into(),
+            "--allow-privileged=true".into(),
+            // No controller-manager runs, so nothing keeps the `kubernetes` Service's endpoints.
+            "--endpoint-reconciler-type=none".into(),
+            "--disable-admission-plugins=ServiceAccount".into(),
+        ];
+        if let Some(audit) = &options.audit {
+            apiserver_args.extend([
+                format!("--audit-policy-file={}", audit.policy.display()),
+                format!("--audit-log-path={}", audit.log.display()),
+                // Written as each request ends, so a test reads every one it made.
+                "--audit-log-mode=blocking".into(),
+                "--audit-log-format=json".into(),
+            ]);
+        }
         let mut plane = Self {
             server: format!("https://127.0.0.1:{secure_port}"),
             kubeconfig: root.join("kubeconfig"),
@@ -106,48 +137,80 @@ impl ControlPlane {
             apiserver: None,
             dir,
             startup: Duration::ZERO,
+            apiserver_command: (bins.kube_apiserver.clone(), apiserver_args),
         };
-
-        let mut apiserver_cmd = Command::new(&bins.kube_apiserver);
-        if let Some(audit) = &options.audit {
-            apiserver_cmd
-                .arg(format!("--audit-policy-file={}", audit.policy.display()))
-                .arg(format!("--audit-log-path={}", audit.log.display()))
-                // Written as each request ends, so a test reads every one it made.
-                .arg("--audit-log-mode=blocking")
-                .arg("--audit-log-format=json");
-        }
-        let apiserver = spawn(
-            apiserver_cmd
-                .arg(format!("--etcd-servers={etcd_url}"))
-                .arg(format!("--secure-port={secure_port}"))
-                .arg("--bind-address=127.0.0.1")
-                // With a loopback bind it otherwise exits looking for a default route.
-                .arg("--advertise-address=127.0.0.1")
-                .arg(format!("--cert-dir={}", root.join("certs").display()))
-                .arg(format!("--tls-cert-file={}", serving_cert.display()))
-                .arg(format!("--tls-private-key-file={}", serving_key.display()))
-                .arg(format!("--client-ca-file={}", ca.display()))
-                .arg(format!("--service-account-key-file={}", sa_pub.display()))
-                .arg(format!(
-                    "--service-account-signing-key-file={}",
-                    sa_key.display()
-                ))
-                .arg("--service-account-issuer=https://127.0.0.1")
-                .arg("--service-cluster-ip-range=10.0.0.0/24")
-                .arg("--authorization-mode=RBAC")
-                .arg("--allow-privileged=true")
-                // No controller-manager runs, so nothing keeps the `kubernetes` Service's endpoints.
-                .arg("--endpoint-reconciler-type=none")
-                .arg("--disable-admission-plugins=ServiceAccount")
-                .stdout(Stdio::null())
-                .stderr(log("kube-apiserver.log")?),
-        )?;
+        let apiserver = plane.spawn_apiserver()?;
         plane.apiserver = Some(apiserver);
         plane.write_kubeconfig(&pki)?;
         plane.wait_ready()?;
         plane.startup = started.elapsed();
         Ok(plane)
+    }
+
+    fn spawn_apiserver(&self) -> Result<Child, Error> {
+        let path = self.dir.path().join("kube-apiserver.log");
+        // Appended to, so the log of a restarted server follows the one before.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        let (binary, args) = &self.apiserver_command;
+        spawn(
+            Command::new(binary)
+                .args(args)
+                .stdout(Stdio::null())
+                .stderr(log),
+        )
+    }
+
+    /// Stops kube-apiserver (SIGTERM, then SIGKILL after 10 s); etcd keeps running
+    /// with every object, so [`ControlPlane::start_apiserver`] brings the same cluster back.
+    pub fn stop_apiserver(&mut self) {
+        if let Some(child) = self.apiserver.take() {
+            terminate(child);
+        }
+    }
+
+    /// Starts kube-apiserver again on the same etcd, port and certificates, without
+    /// waiting for it (see [`ControlPlane::wait_apiserver_ready`]). Like
+    /// [`ControlPlane::start`], it must be called from the thread that started the
+    /// control plane, since the server dies with the thread that spawned it.
+    pub fn start_apiserver(&mut self) -> Result<(), Error> {
+        if self.apiserver.is_some() {
+            return Ok(());
+        }
+        self.apiserver = Some(self.spawn_apiserver()?);
+        Ok(())
+    }
+
+    /// Waits (asynchronously) until kube-apiserver answers `/readyz` with `ok`.
+    pub async fn wait_apiserver_ready(&self, timeout: Duration) -> Result<Duration, Error> {
+        let started = Instant::now();
+        let mut last = String::new();
+        while started.elapsed() < timeout {
+            let ready = async {
+                let client = crate::client_for(&self.kubeconfig).await?;
+                let req = http::Request::get("/readyz")
+                    .body(Vec::new())
+                    .map_err(|e| Error::Kube(e.to_string()))?;
+                client
+                    .request_text(req)
+                    .await
+                    .map_err(|e| Error::Kube(e.to_string()))
+            }
+            .await;
+            match ready {
+                Ok(body) if body == "ok" => return Ok(started.elapsed()),
+                other => last = format!("{other:?}"),
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        Err(Error::NotReady {
+            waited: timeout,
+            last,
+            log_tail: log_tail(&self.dir.path().join("kube-apiserver.log")),
+        })
     }
 
     /// The process ids of etcd and kube-apiserver, while they run.

@@ -40,6 +40,52 @@ fn stop_ends_both_processes_and_removes_the_files() {
     assert!(!dir.exists(), "{} left behind", dir.display());
 }
 
+#[test]
+fn the_apiserver_restarts_on_the_same_etcd_and_port() {
+    if std::env::var_os(CHILD_ENV).is_some() {
+        return;
+    }
+    let bins = binaries::ensure_built().expect("binaries");
+    let mut plane = ControlPlane::start(&bins).expect("control plane starts");
+    let server = plane.server.clone();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let kubeconfig = plane.kubeconfig.clone();
+    let namespaces = || async {
+        let client = promotion_testenv::client_for(&kubeconfig)
+            .await
+            .expect("client");
+        kube::Api::<k8s_openapi::api::core::v1::Namespace>::all(client)
+    };
+    runtime.block_on(async {
+        let ns = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kept-in-etcd"}
+        }))
+        .expect("namespace");
+        namespaces()
+            .await
+            .create(&kube::api::PostParams::default(), &ns)
+            .await
+            .expect("created");
+    });
+    let before = plane.pids();
+    plane.stop_apiserver();
+    assert_eq!(plane.pids().len(), 1, "only etcd runs");
+    assert!(wait_gone(&before[1..]), "kube-apiserver outlived its stop");
+    let down = runtime.block_on(async { namespaces().await.get("kept-in-etcd").await });
+    assert!(down.is_err(), "answered while stopped: {down:?}");
+    plane.start_apiserver().expect("starts again");
+    runtime
+        .block_on(plane.wait_apiserver_ready(Duration::from_secs(180)))
+        .expect("ready again");
+    assert_eq!(plane.server, server, "same address");
+    let kept = runtime.block_on(async { namespaces().await.get("kept-in-etcd").await });
+    assert!(kept.is_ok(), "the object survived the restart: {kept:?}");
+    plane.stop();
+}
+
 /// Runs this test binary again with one test selected, in "child" mode.
 fn run_child(test: &str, mode: &str) -> (Vec<u32>, std::process::ExitStatus) {
     let exe = std::env::current_exe().expect("test binary path");

@@ -28,6 +28,11 @@ impl Engine {
                 s.status.message = Some(msg.clone());
                 s.condition(types::SYNCED, true, "Synced", msg.clone());
                 s.condition(types::READY, true, "Progressing", "deployed; gate next");
+                // The gate's plan rides on this write, so that a restart before the gate is
+                // armed can send it at once (a policy that cannot be planned is judged next).
+                if let Ok(policy) = s.lookup() {
+                    let _ = self.plan_gate(s, &policy);
+                }
                 s.save().await?;
                 s.event(EventType::Normal, "Synced", msg).await;
                 Ok(Next::Continue)

@@ -11,13 +11,53 @@ use crate::ports::{CommitState, CommitStatus, EventType};
 use crate::promotion;
 use crate::records::{is_final, summarize};
 use crate::snapshot;
-use crate::trigger::{TriggerManager, correlation_id, plan};
+use crate::trigger::{TriggerManager, arm, correlation_id, is_planned, plan};
+use crate::variables::VariableError;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use promotion_api::{GateSnapshot, Phase, PolicyRef, TestRun, TestState};
 
 impl Engine {
-    /// Synced: find the policy of this environment, snapshot it and trigger its gate.
+    /// Fixes the gate of this environment in status, its tests planned but not armed.
+    /// Called with the write that records Synced, so the plan costs no write of its own
+    /// and a restart can tell a run that never left from one that maybe did.
+    pub(super) fn plan_gate(
+        &self,
+        s: &mut Step<'_>,
+        policy: &CachedPolicy,
+    ) -> Result<GateSnapshot, VariableError> {
+        let gate = snapshot::take(s.tracker, policy)?;
+        let spec = snapshot::as_spec(&gate);
+        let env = s.environment();
+        let uid = s.tracker.metadata.uid.clone().unwrap_or_default();
+        let attempt = s.status.attempt.unwrap_or(1);
+        let sha = s.tracker.spec.head_sha.clone();
+        s.status.attempt = Some(attempt);
+        s.status.test_runs = plan(&spec, |test| {
+            correlation_id(&uid, &env, &sha, attempt, test)
+        });
+        s.status.policy = Some(PolicyRef {
+            name: policy.name.clone(),
+            generation: policy.generation,
+        });
+        s.status.gate = Some(gate.clone());
+        Ok(gate)
+    }
+
+    /// The gate planned with the Synced write, if it is this environment's, on the
+    /// policy as it is now, and none of its runs was armed yet.
+    fn planned_gate(s: &Step<'_>, policy: &CachedPolicy) -> Option<GateSnapshot> {
+        let gate = s.status.gate.as_ref()?;
+        let runs = &s.status.test_runs;
+        let planned = gate.source == s.environment()
+            && snapshot::is_current(gate, policy)
+            && runs.len() == gate.tests.len()
+            && runs.iter().all(is_planned);
+        planned.then(|| gate.clone())
+    }
+
+    /// Synced: find the policy of this environment, arm its planned gate (or plan it
+    /// now) and trigger it.
     pub(super) async fn start_gate(&self, s: &mut Step<'_>) -> Result<Next, EngineError> {
         let env = s.environment();
         let policy = match s.lookup() {
@@ -30,24 +70,19 @@ impl Engine {
             }
             Err(e) => return self.policy_problem(s, e).await,
         };
-        let gate = match snapshot::take(s.tracker, &policy) {
-            Ok(g) => g,
-            Err(e) => return self.fail(s, "PolicyInvalid", vec![e.to_string()]).await,
+        // A plan saved with Synced was never sent: it is armed and sent now, without a
+        // search, even after a restart. Otherwise (an older status, an edited policy)
+        // the gate is planned here, in the same write that arms it.
+        let gate = match Self::planned_gate(s, &policy) {
+            Some(g) => g,
+            None => match self.plan_gate(s, &policy) {
+                Ok(g) => g,
+                Err(e) => return self.fail(s, "PolicyInvalid", vec![e.to_string()]).await,
+            },
         };
         let spec = snapshot::as_spec(&gate);
-        let uid = s.tracker.metadata.uid.clone().unwrap_or_default();
-        let attempt = s.status.attempt.unwrap_or(1);
-        let sha = s.tracker.spec.head_sha.clone();
-        s.status.attempt = Some(attempt);
-        s.status.test_runs = plan(&spec, |test| {
-            correlation_id(&uid, &env, &sha, attempt, test)
-        });
-        s.status.policy = Some(PolicyRef {
-            name: policy.name.clone(),
-            generation: policy.generation,
-        });
         let vars = s.vars_for(&gate);
-        s.status.gate = Some(gate);
+        arm(&mut s.status.test_runs);
         s.status.gate_started_at = Some(Time(Timestamp::now()));
         s.status.phase = Some(Phase::Testing);
         let msg = format!(
@@ -66,7 +101,7 @@ impl Engine {
             g,
         );
         s.condition(types::READY, true, "Progressing", "gate tests running");
-        // The intents are saved before any trigger goes out: this is the exactly-once point.
+        // The armed intents are saved before any trigger goes out: this is the exactly-once point.
         s.save().await?;
         let names: Vec<String> = s.status.test_runs.iter().map(|r| r.name.clone()).collect();
         let before = s.status.test_runs.clone();
@@ -94,6 +129,12 @@ impl Engine {
     /// The last environment: the journey ends, and the environment is left to the next PR.
     async fn complete(&self, s: &mut Step<'_>) -> Result<Next, EngineError> {
         let env = s.environment();
+        if s.status.test_runs.iter().all(is_planned) {
+            // A gate planned on a policy that is gone since: it never ran, so it is not kept.
+            s.status.test_runs.clear();
+            s.status.gate = None;
+            s.status.policy = None;
+        }
         s.status.phase = Some(Phase::Completed);
         let msg = format!("no policy promotes from {env}: {env} is the last environment");
         s.status.message = Some(msg.clone());
