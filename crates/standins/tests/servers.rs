@@ -92,6 +92,8 @@ fn request(provider: Provider, job: &str, git_ref: Option<&str>, id: &str) -> Tr
 
 fn run_ref(req: &TriggerRequest, handle: &RunHandle) -> RunRef {
     RunRef {
+        // The real adapters check the run carries it before reading or cancelling.
+        correlation_id: Some(req.correlation_id.clone()),
         provider: req.provider,
         connection: None,
         job: req.job.clone(),

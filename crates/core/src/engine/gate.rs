@@ -35,6 +35,9 @@ impl Engine {
             Err(e) => return self.fail(s, "PolicyInvalid", vec![e.to_string()]).await,
         };
         let spec = snapshot::as_spec(&gate);
+        if let Some(denied) = refused(s, &spec) {
+            return self.fail(s, denied.reason, vec![denied.message]).await;
+        }
         let uid = s.tracker.metadata.uid.clone().unwrap_or_default();
         let attempt = s.status.attempt.unwrap_or(1);
         let sha = s.tracker.spec.head_sha.clone();
@@ -151,6 +154,8 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let reason = match e {
             LookupError::Conflict { .. } => "PolicyConflict",
+            // A refused grant says which, so the team knows to ask, not to fix a typo.
+            LookupError::Invalid { error, .. } if error.code != "Invalid" => error.code,
             LookupError::Invalid { .. } => "PolicyInvalid",
             LookupError::PolicyNotFound { .. } => "PolicyNotFound",
         };
@@ -177,7 +182,11 @@ impl Engine {
                     c.type_ == types::READY
                         && matches!(
                             c.reason.as_str(),
-                            "PolicyNotFound" | "PolicyInvalid" | "PolicyConflict"
+                            "PolicyNotFound"
+                                | "PolicyInvalid"
+                                | "PolicyConflict"
+                                | crate::access::CONNECTION_NOT_ALLOWED
+                                | crate::access::JOB_NOT_ALLOWED
                         )
                 });
                 if was_unusable {
@@ -281,6 +290,9 @@ impl Engine {
             s.save().await?;
         }
         if !adoption.armed.is_empty() {
+            if let Some(denied) = refused(s, &spec) {
+                return self.fail(s, denied.reason, vec![denied.message]).await;
+            }
             triggers
                 .trigger(&mut s.status.test_runs, &adoption.armed, &spec, &vars)
                 .await;
@@ -438,6 +450,17 @@ impl Engine {
             }
         }
     }
+}
+
+/// The first test of `spec` the tracker's namespace may not run: checked again right
+/// before a trigger, whatever the policy's verdict said, so a grant is never bypassed.
+fn refused(s: &Step<'_>, spec: &promotion_api::PromotionPolicySpec) -> Option<crate::access::Denied> {
+    let ns = s.tracker.metadata.namespace.as_deref().unwrap_or_default();
+    spec.external_tests.iter().find_map(|t| {
+        s.policies
+            .check_test(ns, t.provider, t.connection.as_deref(), &t.job)
+            .err()
+    })
 }
 
 /// What a running gate's policy says now.

@@ -227,7 +227,13 @@ impl Engine {
             .application
             .clone()
             .unwrap_or_else(|| s.tracker.spec.application.clone());
+        let ns = s.tracker.metadata.namespace.clone().unwrap_or_default();
         match self.ports.argo.application_status(&app).await {
+            Ok(st) if !crate::access::app_readable_by(st.opt_in.as_deref(), &ns) => {
+                Deployed::Unknown(crate::ports::PortError::permanent(
+                    super::deploy::not_opted_in(&app, &ns),
+                ))
+            }
             Ok(st) if st.deployed_at(&s.tracker.spec.head_sha) => Deployed::Yes,
             Ok(st) => Deployed::No(format!(
                 "{} is {:?}/{:?} at {}, not at {}",
