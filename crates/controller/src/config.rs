@@ -100,7 +100,7 @@ fn yes() -> bool {
 }
 
 /// The configuration file.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FileConfig {
     /// CI systems and GitHub.
@@ -148,6 +148,21 @@ impl FileConfig {
                 );
             }
         }
+        for c in &cfg.connections {
+            let names = c.allowed_namespaces.iter().flatten();
+            if let Some(bad) = names.clone().find(|n| n.trim().is_empty()) {
+                anyhow::bail!("connection {:?}: allowedNamespaces holds {bad:?}", c.name);
+            }
+            if let Some(bad) = c.jobs.iter().find(|j| j.trim().is_empty()) {
+                anyhow::bail!("connection {:?}: jobs holds the empty pattern {bad:?}", c.name);
+            }
+            if c.kind.provider().is_none() && !c.jobs.is_empty() {
+                anyhow::bail!(
+                    "connection {:?}: jobs is for CI connections; a github connection runs none",
+                    c.name
+                );
+            }
+        }
         let mut repositories = std::collections::BTreeSet::new();
         for r in &cfg.repositories {
             r.check()?;
@@ -157,6 +172,46 @@ impl FileConfig {
             }
         }
         Ok(cfg)
+    }
+}
+
+impl FileConfig {
+    /// Who may use which CI connection (and job) and track which repository.
+    pub fn access_rules(&self) -> promotion_core::access::AccessRules {
+        let mut rules = promotion_core::access::AccessRules::new();
+        for c in &self.connections {
+            let Some(provider) = c.kind.provider() else {
+                continue;
+            };
+            rules = rules.with_connection(&c.name, c.default.then_some(provider), c.grant());
+        }
+        for r in &self.repositories {
+            rules = rules.with_repository(&r.owner, &r.name, r.tracking_namespaces());
+        }
+        rules
+    }
+
+    /// What is allowed but probably not meant: logged at start-up.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for c in &self.connections {
+            if c.kind.provider().is_some() && c.grants_nobody() {
+                out.push(format!(
+                    "connection {:?} has neither allowedNamespaces nor namespaceSelector: no namespace may use it (write allowedNamespaces: [\"*\"] to allow all)",
+                    c.name
+                ));
+            }
+        }
+        for r in &self.repositories {
+            if r.allow_forks.is_some() {
+                out.push(format!(
+                    "repository {}: allowForks is deprecated and will be removed in the next release; write forks: {}",
+                    r.full_name(),
+                    if r.allow_forks == Some(true) { "track" } else { "ignore" }
+                ));
+            }
+        }
+        out
     }
 }
 
@@ -196,9 +251,10 @@ argocd: {sync: true}
         assert!(cfg.argocd.sync && cfg.argocd.refresh);
         assert_eq!(cfg.repositories[0].application.cluster, "in-cluster");
         assert_eq!(cfg.repositories[0].copy_labels, ["team:*", "area/*"]);
-        assert!(
-            !cfg.repositories[0].allow_forks,
-            "forks are off unless asked"
+        assert_eq!(
+            cfg.repositories[0].fork_policy(),
+            promotion_core::pull_requests::Forks::Ignore,
+            "forks are ignored unless asked"
         );
     }
 

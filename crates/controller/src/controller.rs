@@ -14,6 +14,8 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Predicate, WatchStreamExt, predicates, watcher};
 use kube::{Client, Resource, ResourceExt};
 use promotion_api::{PromotionPolicy, Provider, PullRequestTracker};
+use k8s_openapi::api::core::v1::Namespace;
+use promotion_core::access::{NamespaceLabels, NoLabels};
 use promotion_core::callbacks::CallbackRun;
 use promotion_core::conditions::{self, types};
 use promotion_core::engine::{Engine, EngineConfig, EngineError, Ports};
@@ -133,6 +135,37 @@ impl TrackerDirectory for ReflectorDirectory {
     }
 }
 
+/// The labels of Namespaces, from a watch, for connections granted by namespaceSelector.
+struct NamespaceStore(Store<Namespace>);
+
+impl NamespaceLabels for NamespaceStore {
+    fn labels(&self, namespace: &str) -> Option<std::collections::BTreeMap<String, String>> {
+        self.0
+            .get(&ObjectRef::new(namespace))
+            .map(|n| n.metadata.labels.clone().unwrap_or_default())
+    }
+}
+
+/// Starts the Namespace watch and waits for its first list (so no policy is judged on
+/// labels not read yet), at most a while: without it selectors admit nobody, never more.
+async fn namespace_labels(client: Client) -> (NamespaceStore, AbortOnDrop) {
+    let (reader, writer) = reflector::store();
+    let stream = reflector::reflector(
+        writer,
+        watcher::watcher(Api::<Namespace>::all(client), watcher::Config::default()),
+    )
+    .default_backoff()
+    .for_each(|_| futures::future::ready(()));
+    let task = AbortOnDrop(tokio::spawn(stream));
+    if tokio::time::timeout(Duration::from_secs(30), reader.wait_until_ready())
+        .await
+        .is_err()
+    {
+        tracing::warn!("the Namespace list is not read yet: connections granted by namespaceSelector admit nobody until it is");
+    }
+    (NamespaceStore(reader), task)
+}
+
 /// Changes only when the tracker starts being deleted (the finalizer's cue).
 fn deletion(t: &PullRequestTracker) -> Option<u64> {
     t.metadata.deletion_timestamp.as_ref().map(|_| 1)
@@ -154,10 +187,21 @@ pub async fn run(
             ),
             None => (Api::all(client.clone()), Api::all(client.clone())),
         };
-    let cache = match &config.engine.connections {
+    let mut cache = match &config.engine.connections {
         Some(names) => PolicyCache::with_connections(names.iter().cloned()),
         None => PolicyCache::new(),
     };
+    let mut _namespace_task = None;
+    if let Some(rules) = &config.engine.access {
+        let labels: Arc<dyn NamespaceLabels> = if rules.uses_namespace_labels() {
+            let (store, task) = namespace_labels(client.clone()).await;
+            _namespace_task = Some(task);
+            Arc::new(store)
+        } else {
+            Arc::new(NoLabels)
+        };
+        cache = cache.with_access(rules.clone(), labels);
+    }
     let (ready_tx, mut ready_rx) = tokio::sync::watch::channel(false);
     let (changed_tx, changed_rx) = futures::channel::mpsc::unbounded::<String>();
     // Aborted when this future is dropped or ends, so a stopped controller leaves no watch behind.

@@ -375,13 +375,19 @@ impl Engine {
                     )
                     .await;
                 }
-                if gate.auto_promote {
+                let fork = fork_gated(s);
+                if gate.auto_promote && !fork {
                     let by = self.config.controller_name.clone();
                     self.claim_target(s, &gate, &by).await
                 } else {
                     s.status.phase = Some(Phase::AwaitingApproval);
+                    let whose = if fork {
+                        " (a pull request from a fork: its repository gates forks, so every promotion waits for a person)"
+                    } else {
+                        ""
+                    };
                     let wait = format!(
-                        "{msg}; waiting for approval: annotate with {APPROVE_ANNOTATION}={}@{}",
+                        "{msg}; waiting for approval{whose}: annotate with {APPROVE_ANNOTATION}={}@{}",
                         gate.target, s.tracker.spec.head_sha
                     );
                     s.status.message = Some(wait.clone());
@@ -450,6 +456,17 @@ impl Engine {
             }
         }
     }
+}
+
+/// Whether the tracker follows a fork's PR of a repository with `forks: gate`.
+pub(super) fn fork_gated(s: &Step<'_>) -> bool {
+    use crate::pull_requests::{FORK_GATED, FORK_LABEL};
+    s.tracker
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(FORK_LABEL))
+        .is_some_and(|v| v == FORK_GATED)
 }
 
 /// The first test of `spec` the tracker's namespace may not run: checked again right

@@ -67,6 +67,8 @@ pub struct EngineConfig {
     pub deploy_timeout: Duration,
     /// The configured CI connections, so a policy naming another is invalid; None: not checked.
     pub connections: Option<BTreeSet<String>>,
+    /// Which namespaces may use which connection, job and repository; None: not checked.
+    pub access: Option<Arc<crate::access::AccessRules>>,
 }
 
 impl Default for EngineConfig {
@@ -78,6 +80,7 @@ impl Default for EngineConfig {
             controller_name: "promotion-controller".into(),
             deploy_timeout: Duration::from_secs(30 * 60),
             connections: None,
+            access: None,
         }
     }
 }

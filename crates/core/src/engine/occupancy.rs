@@ -99,7 +99,7 @@ impl Engine {
             PolicyCheck::Changed(next) => return Ok(next),
             PolicyCheck::Unusable => return Ok(Next::Wait(Some(self.config.poll_interval * 6))),
         }
-        let by = if gate.auto_promote {
+        let by = if gate.auto_promote && !super::gate::fork_gated(s) {
             self.config.controller_name.clone()
         } else {
             match approval(s, &gate) {
