@@ -41,6 +41,9 @@ pub struct ControllerConfig {
     pub reporter: String,
     /// At most this many trackers reconciled at once (0: no limit); bounds the load on CI APIs.
     pub concurrency: u16,
+    /// Only trackers and policies with these labels (a label selector); all when None.
+    /// Lets controllers share a cluster (and tests share a control plane) without meeting.
+    pub label_selector: Option<String>,
 }
 
 impl Default for ControllerConfig {
@@ -51,6 +54,7 @@ impl Default for ControllerConfig {
             resync: Duration::from_secs(300),
             reporter: "promotion-controller".into(),
             concurrency: 32,
+            label_selector: None,
         }
     }
 }
@@ -205,9 +209,14 @@ pub async fn run(
     let (ready_tx, mut ready_rx) = tokio::sync::watch::channel(false);
     let (changed_tx, changed_rx) = futures::channel::mpsc::unbounded::<String>();
     // Aborted when this future is dropped or ends, so a stopped controller leaves no watch behind.
+    let watch_config = match &config.label_selector {
+        Some(s) => watcher::Config::default().labels(s),
+        None => watcher::Config::default(),
+    };
     let _policy_task = AbortOnDrop(tokio::spawn(policy_watch::run(
         client.clone(),
-        policies,
+        policies.clone(),
+        watch_config.clone(),
         cache.clone(),
         ready_tx,
         changed_tx,
@@ -241,7 +250,7 @@ pub async fn run(
     });
     let trackers_stream = reflector::reflector(
         writer,
-        watcher::watcher(trackers, watcher::Config::default()),
+        watcher::watcher(trackers, watch_config),
     )
     .default_backoff()
     .applied_objects()
