@@ -259,6 +259,45 @@ argocd: {sync: true}
     }
 
     #[test]
+    fn grants_forks_and_their_warnings() {
+        let cfg = FileConfig::parse(
+            r#"
+connections:
+  - {name: j-a, kind: jenkins, url: 'http://j', default: true, secretRef: {name: s},
+     allowedNamespaces: [team-a], jobs: ["team-a/*"]}
+  - {name: gl, kind: gitlab, url: 'http://g', secretRef: {name: s},
+     namespaceSelector: {matchLabels: {ci: shared}}}
+  - {name: unused, kind: gitlab, url: 'http://g', secretRef: {name: s}}
+repositories:
+  - {owner: acme, name: shop, namespace: team-a, namespaces: [team-a-canary], environment: dev,
+     application: {name: x}, forks: gate}
+  - {owner: acme, name: old, namespace: team-a, environment: dev, application: {name: y},
+     allowForks: true}
+"#,
+        )
+        .expect("valid");
+        use promotion_api::Provider;
+        use promotion_core::pull_requests::Forks;
+        let rules = cfg.access_rules();
+        assert!(rules.check_test("team-a", None, Provider::Jenkins, None, "team-a/smoke").is_ok());
+        let no = rules
+            .check_test("team-b", None, Provider::Jenkins, None, "team-a/smoke")
+            .expect_err("team-b");
+        assert_eq!(no.reason, "ConnectionNotAllowed");
+        assert!(rules.check_repository("team-a-canary", "acme", "shop").is_ok());
+        assert!(rules.check_repository("team-b", "acme", "shop").is_err());
+        assert!(rules.uses_namespace_labels());
+        assert_eq!(cfg.repositories[0].fork_policy(), Forks::Gate);
+        assert_eq!(cfg.repositories[1].fork_policy(), Forks::Track);
+        let warnings = cfg.warnings().join("\n");
+        assert!(warnings.contains("\"unused\"") && warnings.contains("no namespace may use it"), "{warnings}");
+        assert!(!warnings.contains("\"j-a\"") && !warnings.contains("\"gl\""), "{warnings}");
+        assert!(warnings.contains("allowForks is deprecated"), "{warnings}");
+        let bad = "repositories:\n- {owner: a, name: b, namespace: n, environment: dev, application: {name: x}, forks: maybe}\n";
+        assert!(FileConfig::parse(bad).is_err(), "an unknown forks value is refused");
+    }
+
+    #[test]
     fn mistakes_are_named() {
         let dup = "connections:\n- {name: a, kind: jenkins, url: 'http://x', secretRef: {name: s}}\n- {name: a, kind: gitlab, url: 'http://y', secretRef: {name: s}}\n";
         assert!(
