@@ -181,7 +181,10 @@ impl GitLabRunner {
         if known(self) {
             return Ok(());
         }
-        if self.carries_correlation_id(project, pipeline, wanted).await? {
+        if self
+            .carries_correlation_id(project, pipeline, wanted)
+            .await?
+        {
             self.verified
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())

@@ -154,7 +154,10 @@ impl FileConfig {
                 anyhow::bail!("connection {:?}: allowedNamespaces holds {bad:?}", c.name);
             }
             if let Some(bad) = c.jobs.iter().find(|j| j.trim().is_empty()) {
-                anyhow::bail!("connection {:?}: jobs holds the empty pattern {bad:?}", c.name);
+                anyhow::bail!(
+                    "connection {:?}: jobs holds the empty pattern {bad:?}",
+                    c.name
+                );
             }
             if c.kind.provider().is_none() && !c.jobs.is_empty() {
                 anyhow::bail!(
@@ -279,22 +282,39 @@ repositories:
         use promotion_api::Provider;
         use promotion_core::pull_requests::Forks;
         let rules = cfg.access_rules();
-        assert!(rules.check_test("team-a", None, Provider::Jenkins, None, "team-a/smoke").is_ok());
+        assert!(
+            rules
+                .check_test("team-a", None, Provider::Jenkins, None, "team-a/smoke")
+                .is_ok()
+        );
         let no = rules
             .check_test("team-b", None, Provider::Jenkins, None, "team-a/smoke")
             .expect_err("team-b");
         assert_eq!(no.reason, "ConnectionNotAllowed");
-        assert!(rules.check_repository("team-a-canary", "acme", "shop").is_ok());
+        assert!(
+            rules
+                .check_repository("team-a-canary", "acme", "shop")
+                .is_ok()
+        );
         assert!(rules.check_repository("team-b", "acme", "shop").is_err());
         assert!(rules.uses_namespace_labels());
         assert_eq!(cfg.repositories[0].fork_policy(), Forks::Gate);
         assert_eq!(cfg.repositories[1].fork_policy(), Forks::Track);
         let warnings = cfg.warnings().join("\n");
-        assert!(warnings.contains("\"unused\"") && warnings.contains("no namespace may use it"), "{warnings}");
-        assert!(!warnings.contains("\"j-a\"") && !warnings.contains("\"gl\""), "{warnings}");
+        assert!(
+            warnings.contains("\"unused\"") && warnings.contains("no namespace may use it"),
+            "{warnings}"
+        );
+        assert!(
+            !warnings.contains("\"j-a\"") && !warnings.contains("\"gl\""),
+            "{warnings}"
+        );
         assert!(warnings.contains("allowForks is deprecated"), "{warnings}");
         let bad = "repositories:\n- {owner: a, name: b, namespace: n, environment: dev, application: {name: x}, forks: maybe}\n";
-        assert!(FileConfig::parse(bad).is_err(), "an unknown forks value is refused");
+        assert!(
+            FileConfig::parse(bad).is_err(),
+            "an unknown forks value is refused"
+        );
     }
 
     #[test]

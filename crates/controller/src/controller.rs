@@ -6,6 +6,7 @@ use crate::policy_watch;
 use crate::store::KubeTrackerStore;
 use futures::StreamExt;
 use futures::channel::mpsc::UnboundedReceiver;
+use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
@@ -14,7 +15,6 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Predicate, WatchStreamExt, predicates, watcher};
 use kube::{Client, Resource, ResourceExt};
 use promotion_api::{PromotionPolicy, Provider, PullRequestTracker};
-use k8s_openapi::api::core::v1::Namespace;
 use promotion_core::access::{NamespaceLabels, NoLabels};
 use promotion_core::callbacks::CallbackRun;
 use promotion_core::conditions::{self, types};
@@ -165,7 +165,9 @@ async fn namespace_labels(client: Client) -> (NamespaceStore, AbortOnDrop) {
         .await
         .is_err()
     {
-        tracing::warn!("the Namespace list is not read yet: connections granted by namespaceSelector admit nobody until it is");
+        tracing::warn!(
+            "the Namespace list is not read yet: connections granted by namespaceSelector admit nobody until it is"
+        );
     }
     (NamespaceStore(reader), task)
 }
@@ -248,21 +250,18 @@ pub async fn run(
             }
         }))
     });
-    let trackers_stream = reflector::reflector(
-        writer,
-        watcher::watcher(trackers, watch_config),
-    )
-    .default_backoff()
-    .applied_objects()
-    // Our own status writes would wake every tracker again; spec, labels and annotations are what matter.
-    .predicate_filter(
-        predicates::generation
-            .combine(predicates::annotations)
-            .combine(predicates::labels)
-            .combine(predicates::finalizers)
-            .combine(deletion),
-        Default::default(),
-    );
+    let trackers_stream = reflector::reflector(writer, watcher::watcher(trackers, watch_config))
+        .default_backoff()
+        .applied_objects()
+        // Our own status writes would wake every tracker again; spec, labels and annotations are what matter.
+        .predicate_filter(
+            predicates::generation
+                .combine(predicates::annotations)
+                .combine(predicates::labels)
+                .combine(predicates::finalizers)
+                .combine(deletion),
+            Default::default(),
+        );
     let by_namespace = {
         let reader = reader.clone();
         changed_rx.flat_map(move |ns: String| {

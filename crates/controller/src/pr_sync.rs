@@ -189,8 +189,10 @@ impl PullRequestSync {
 
 /// Whether `tracker` follows PR `number` of `repo`.
 fn is_trackers_pr(tracker: &PullRequestTracker, repo: &RepositorySettings, number: u64) -> bool {
-    repo.is(&tracker.spec.repository.owner, &tracker.spec.repository.name)
-        && u64::try_from(tracker.spec.number).ok() == Some(number)
+    repo.is(
+        &tracker.spec.repository.owner,
+        &tracker.spec.repository.name,
+    ) && u64::try_from(tracker.spec.number).ok() == Some(number)
 }
 
 fn kube_error(name: &str, e: kube::Error) -> SyncError {
@@ -308,7 +310,13 @@ impl PullRequestSync {
         let mut look: BTreeSet<u64> = BTreeSet::new();
         for pr in &open {
             let agrees = match (ours.get(&pr.number), desired_tracker(repo, pr)) {
-                (Some(t), Ok(d)) => says_the_same(t, &DesiredTracker { name: t.name_any(), ..d }),
+                (Some(t), Ok(d)) => says_the_same(
+                    t,
+                    &DesiredTracker {
+                        name: t.name_any(),
+                        ..d
+                    },
+                ),
                 // A fork's PR is skipped by sync; no need to read it again.
                 (None, Err(PullRequestError::FromFork { .. })) => true,
                 _ => false,

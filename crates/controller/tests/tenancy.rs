@@ -298,7 +298,9 @@ repositories:
     /// Waits until the tracker's Ready condition has `reason`, and returns its message.
     async fn wait_refused(&self, ns: &str, name: &str, reason: &str) -> String {
         let t = self
-            .wait_for(ns, name, reason, |t| ready(t).is_some_and(|c| c.1 == reason))
+            .wait_for(ns, name, reason, |t| {
+                ready(t).is_some_and(|c| c.1 == reason)
+            })
             .await;
         let (status, _, message) = ready(&t).expect("Ready");
         assert_eq!(status, "False", "{message}");
@@ -337,7 +339,10 @@ repositories:
     }
 
     async fn target_revision(&self, ns: &str, app: &str) -> String {
-        let app = apps(&self.client, ns).get(app).await.expect("the Application");
+        let app = apps(&self.client, ns)
+            .get(app)
+            .await
+            .expect("the Application");
         app.data["spec"]["source"]["targetRevision"]
             .as_str()
             .unwrap_or_default()
@@ -377,7 +382,12 @@ const B_TRACKER: &str = "other-tools-pr-7";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn team_b_cannot_trigger_a_job_of_a_connection_not_granted_to_it() {
-    let w = World::start("tenancy-connection", CiScript::new(Duration::from_millis(300)), "ignore").await;
+    let w = World::start(
+        "tenancy-connection",
+        CiScript::new(Duration::from_millis(300)),
+        "ignore",
+    )
+    .await;
     w.create_policy(
         &w.b,
         "b-dev-to-staging",
@@ -386,20 +396,41 @@ async fn team_b_cannot_trigger_a_job_of_a_connection_not_granted_to_it() {
     )
     .await;
     let (status, reason, message) = w.wait_policy_valid(&w.b, "b-dev-to-staging").await;
-    assert_eq!((status.as_str(), reason.as_str()), ("False", "ConnectionNotAllowed"), "{message}");
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "ConnectionNotAllowed"),
+        "{message}"
+    );
     assert!(message.contains("jenkins-a"), "{message}");
-    w.create_tracker(&w.b, B_TRACKER, ("other", "tools", 7), SHA, (&w.b, "tools-dev"), json!({}))
-        .await;
+    w.create_tracker(
+        &w.b,
+        B_TRACKER,
+        ("other", "tools", 7),
+        SHA,
+        (&w.b, "tools-dev"),
+        json!({}),
+    )
+    .await;
     w.create_team_a_tracker().await;
-    w.wait_refused(&w.b, B_TRACKER, "ConnectionNotAllowed").await;
+    w.wait_refused(&w.b, B_TRACKER, "ConnectionNotAllowed")
+        .await;
     w.team_a_promoted().await;
-    assert_eq!(w.triggers_of("team-a/smoke").len(), 1, "only team-a's own run");
+    assert_eq!(
+        w.triggers_of("team-a/smoke").len(),
+        1,
+        "only team-a's own run"
+    );
     assert_eq!(w.target_revision(&w.b, "tools-staging").await, OLD);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn team_b_cannot_run_a_job_outside_its_connections_job_patterns() {
-    let w = World::start("tenancy-job", CiScript::new(Duration::from_millis(300)), "ignore").await;
+    let w = World::start(
+        "tenancy-job",
+        CiScript::new(Duration::from_millis(300)),
+        "ignore",
+    )
+    .await;
     w.create_policy(
         &w.b,
         "b-dev-to-staging",
@@ -408,18 +439,38 @@ async fn team_b_cannot_run_a_job_outside_its_connections_job_patterns() {
     )
     .await;
     let (status, reason, message) = w.wait_policy_valid(&w.b, "b-dev-to-staging").await;
-    assert_eq!((status.as_str(), reason.as_str()), ("False", "JobNotAllowed"), "{message}");
-    w.create_tracker(&w.b, B_TRACKER, ("other", "tools", 7), SHA, (&w.b, "tools-dev"), json!({}))
-        .await;
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "JobNotAllowed"),
+        "{message}"
+    );
+    w.create_tracker(
+        &w.b,
+        B_TRACKER,
+        ("other", "tools", 7),
+        SHA,
+        (&w.b, "tools-dev"),
+        json!({}),
+    )
+    .await;
     w.create_team_a_tracker().await;
     w.wait_refused(&w.b, B_TRACKER, "JobNotAllowed").await;
     w.team_a_promoted().await;
-    assert_eq!(w.triggers_of("team-a/smoke").len(), 1, "only team-a's own run");
+    assert_eq!(
+        w.triggers_of("team-a/smoke").len(),
+        1,
+        "only team-a's own run"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn team_b_cannot_use_a_connection_granted_by_namespace_labels_it_lacks() {
-    let w = World::start("tenancy-selector", CiScript::new(Duration::from_millis(300)), "ignore").await;
+    let w = World::start(
+        "tenancy-selector",
+        CiScript::new(Duration::from_millis(300)),
+        "ignore",
+    )
+    .await;
     // The default GitLab connection admits namespaces by label: team-a has it, team-b not.
     w.create_policy(
         &w.b,
@@ -429,19 +480,40 @@ async fn team_b_cannot_use_a_connection_granted_by_namespace_labels_it_lacks() {
     )
     .await;
     let (status, reason, message) = w.wait_policy_valid(&w.b, "b-dev-to-staging").await;
-    assert_eq!((status.as_str(), reason.as_str()), ("False", "ConnectionNotAllowed"), "{message}");
-    w.create_tracker(&w.b, B_TRACKER, ("other", "tools", 7), SHA, (&w.b, "tools-dev"), json!({}))
-        .await;
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "ConnectionNotAllowed"),
+        "{message}"
+    );
+    w.create_tracker(
+        &w.b,
+        B_TRACKER,
+        ("other", "tools", 7),
+        SHA,
+        (&w.b, "tools-dev"),
+        json!({}),
+    )
+    .await;
     w.create_team_a_tracker().await;
-    w.wait_refused(&w.b, B_TRACKER, "ConnectionNotAllowed").await;
+    w.wait_refused(&w.b, B_TRACKER, "ConnectionNotAllowed")
+        .await;
     w.team_a_promoted().await;
     assert!(w.triggers_of("team-b/e2e").is_empty());
-    assert_eq!(w.triggers_of("team-a/e2e").len(), 1, "team-a's label admits it");
+    assert_eq!(
+        w.triggers_of("team-a/e2e").len(),
+        1,
+        "team-a's label admits it"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn team_b_cannot_post_statuses_or_labels_on_a_repository_not_mapped_to_it() {
-    let w = World::start("tenancy-repository", CiScript::new(Duration::from_millis(300)), "ignore").await;
+    let w = World::start(
+        "tenancy-repository",
+        CiScript::new(Duration::from_millis(300)),
+        "ignore",
+    )
+    .await;
     // A valid gate of team-b's own, on a tracker that claims team-a's repository.
     w.create_policy(
         &w.b,
@@ -452,21 +524,51 @@ async fn team_b_cannot_post_statuses_or_labels_on_a_repository_not_mapped_to_it(
     .await;
     let (status, _, message) = w.wait_policy_valid(&w.b, "b-dev-to-staging").await;
     assert_eq!(status, "True", "{message}");
-    w.create_tracker(&w.b, "acme-shop-pr-43", ("acme", "shop", 43), SHA_B, (&w.b, "tools-dev"), json!({}))
-        .await;
+    w.create_tracker(
+        &w.b,
+        "acme-shop-pr-43",
+        ("acme", "shop", 43),
+        SHA_B,
+        (&w.b, "tools-dev"),
+        json!({}),
+    )
+    .await;
     w.create_team_a_tracker().await;
-    let message = w.wait_refused(&w.b, "acme-shop-pr-43", "RepositoryNotAllowed").await;
+    let message = w
+        .wait_refused(&w.b, "acme-shop-pr-43", "RepositoryNotAllowed")
+        .await;
     assert!(message.contains("acme/shop"), "{message}");
     w.team_a_promoted().await;
-    assert!(w.triggers_of("team-b/smoke").is_empty(), "nothing triggered");
-    assert!(w.standins.journal.statuses(SHA_B).is_empty(), "no commit status");
-    assert!(w.standins.journal.label_requests("acme", "shop", 43).is_empty(), "no label");
-    assert_eq!(w.target_revision(&w.b, "tools-staging").await, OLD, "no Application patched");
+    assert!(
+        w.triggers_of("team-b/smoke").is_empty(),
+        "nothing triggered"
+    );
+    assert!(
+        w.standins.journal.statuses(SHA_B).is_empty(),
+        "no commit status"
+    );
+    assert!(
+        w.standins
+            .journal
+            .label_requests("acme", "shop", 43)
+            .is_empty(),
+        "no label"
+    );
+    assert_eq!(
+        w.target_revision(&w.b, "tools-staging").await,
+        OLD,
+        "no Application patched"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn team_b_cannot_read_an_application_that_has_not_opted_in_to_it() {
-    let w = World::start("tenancy-app-read", CiScript::new(Duration::from_millis(300)), "ignore").await;
+    let w = World::start(
+        "tenancy-app-read",
+        CiScript::new(Duration::from_millis(300)),
+        "ignore",
+    )
+    .await;
     w.create_policy(
         &w.b,
         "b-dev-to-staging",
@@ -475,21 +577,37 @@ async fn team_b_cannot_read_an_application_that_has_not_opted_in_to_it() {
     )
     .await;
     // team-b's own repository, entering at team-a's Application (opted in to team-a only).
-    w.create_tracker(&w.b, B_TRACKER, ("other", "tools", 7), SHA, (&w.a, "shop-dev"), json!({}))
-        .await;
+    w.create_tracker(
+        &w.b,
+        B_TRACKER,
+        ("other", "tools", 7),
+        SHA,
+        (&w.a, "shop-dev"),
+        json!({}),
+    )
+    .await;
     w.create_team_a_tracker().await;
-    let message = w.wait_refused(&w.b, B_TRACKER, "ApplicationNotOptedIn").await;
+    let message = w
+        .wait_refused(&w.b, B_TRACKER, "ApplicationNotOptedIn")
+        .await;
     assert!(message.contains("shop-dev"), "{message}");
     w.team_a_promoted().await;
     let t = w.trackers(&w.b).get(B_TRACKER).await.expect("tracker");
-    assert_eq!(phase(&t), Some(Phase::Deploying), "it never learnt the app is synced");
+    assert_eq!(
+        phase(&t),
+        Some(Phase::Deploying),
+        "it never learnt the app is synced"
+    );
     let synced = t
         .status
         .iter()
         .flat_map(|s| &s.conditions)
         .find(|c| c.type_ == "Synced")
         .expect("Synced");
-    assert_eq!((synced.status.as_str(), synced.reason.as_str()), ("Unknown", "ApplicationNotOptedIn"));
+    assert_eq!(
+        (synced.status.as_str(), synced.reason.as_str()),
+        ("Unknown", "ApplicationNotOptedIn")
+    );
     assert!(w.triggers_of("team-b/smoke").is_empty());
 }
 
@@ -508,12 +626,21 @@ async fn team_b_cannot_make_the_controller_poll_or_cancel_another_teams_run() {
     )
     .await;
     w.create_team_a_tracker().await;
-    w.create_tracker(&w.b, B_TRACKER, ("other", "tools", 7), SHA, (&w.b, "tools-dev"), json!({}))
-        .await;
+    w.create_tracker(
+        &w.b,
+        B_TRACKER,
+        ("other", "tools", 7),
+        SHA,
+        (&w.b, "tools-dev"),
+        json!({}),
+    )
+    .await;
     let started = |t: &PullRequestTracker| {
-        t.status
-            .as_ref()
-            .is_some_and(|s| s.test_runs.iter().any(|r| r.name == "smoke" && r.run_id.is_some()))
+        t.status.as_ref().is_some_and(|s| {
+            s.test_runs
+                .iter()
+                .any(|r| r.name == "smoke" && r.run_id.is_some())
+        })
     };
     let a = w.wait_for(&w.a, A_TRACKER, "smoke started", started).await;
     let a_smoke = a
@@ -548,7 +675,9 @@ async fn team_b_cannot_make_the_controller_poll_or_cancel_another_teams_run() {
                 s.test_runs.iter().any(|r| {
                     r.name == "smoke"
                         && r.state == TestState::Failed
-                        && r.message.as_deref().is_some_and(|m| m.contains("does not carry correlation id"))
+                        && r.message
+                            .as_deref()
+                            .is_some_and(|m| m.contains("does not carry correlation id"))
                 })
             })
         })
@@ -563,7 +692,11 @@ async fn team_b_cannot_make_the_controller_poll_or_cancel_another_teams_run() {
         .next()
         .expect("team-a's run");
     assert!(
-        !w.standins.journal.finished().iter().any(|f| f.job == "team-a/smoke"),
+        !w.standins
+            .journal
+            .finished()
+            .iter()
+            .any(|f| f.job == "team-a/smoke"),
         "team-a's run is still running: {:#?}",
         w.standins.journal.finished()
     );
@@ -577,13 +710,21 @@ async fn team_b_cannot_make_the_controller_poll_or_cancel_another_teams_run() {
         .filter(|f| f.job == "team-a/smoke")
         .collect();
     assert_eq!(finished.len(), 1);
-    assert!(finished[0].passed && !finished[0].cancelled, "{finished:#?}");
+    assert!(
+        finished[0].passed && !finished[0].cancelled,
+        "{finished:#?}"
+    );
     assert_eq!(w.target_revision(&w.b, "tools-staging").await, OLD);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn team_b_fork_pull_request_is_not_promoted_until_a_person_approves() {
-    let w = World::start("tenancy-fork-gate", CiScript::new(Duration::from_millis(300)), "gate").await;
+    let w = World::start(
+        "tenancy-fork-gate",
+        CiScript::new(Duration::from_millis(300)),
+        "gate",
+    )
+    .await;
     w.create_policy(
         &w.b,
         "b-dev-to-staging",
@@ -603,12 +744,18 @@ async fn team_b_fork_pull_request_is_not_promoted_until_a_person_approves() {
     .await;
     w.create_team_a_tracker().await;
     let t = w
-        .wait_for(&w.b, B_TRACKER, "AwaitingApproval", |t| phase(t) == Some(Phase::AwaitingApproval))
+        .wait_for(&w.b, B_TRACKER, "AwaitingApproval", |t| {
+            phase(t) == Some(Phase::AwaitingApproval)
+        })
         .await;
     let msg = t.status.and_then(|s| s.message).unwrap_or_default();
     assert!(msg.contains("fork"), "{msg}");
     w.team_a_promoted().await;
-    assert_eq!(w.target_revision(&w.b, "tools-staging").await, OLD, "nothing deployed");
+    assert_eq!(
+        w.target_revision(&w.b, "tools-staging").await,
+        OLD,
+        "nothing deployed"
+    );
 
     w.trackers(&w.b)
         .patch(
@@ -621,40 +768,80 @@ async fn team_b_fork_pull_request_is_not_promoted_until_a_person_approves() {
         )
         .await
         .expect("approving");
-    w.wait_for(&w.b, B_TRACKER, "Completed", |t| phase(t) == Some(Phase::Completed))
-        .await;
-    assert_eq!(w.target_revision(&w.b, "tools-staging").await, SHA, "approved, then promoted");
+    w.wait_for(&w.b, B_TRACKER, "Completed", |t| {
+        phase(t) == Some(Phase::Completed)
+    })
+    .await;
+    assert_eq!(
+        w.target_revision(&w.b, "tools-staging").await,
+        SHA,
+        "approved, then promoted"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn team_b_repository_of_the_same_name_never_takes_over_team_a_tracker() {
-    let w = World::start("tenancy-names", CiScript::new(Duration::from_millis(300)), "ignore").await;
+    let w = World::start(
+        "tenancy-names",
+        CiScript::new(Duration::from_millis(300)),
+        "ignore",
+    )
+    .await;
     // Both `acme/shop` and `other/shop` enter one namespace: the names must still differ.
     let mut repos = w.file.repositories.clone();
     let mut other = repos[0].clone();
     other.owner = "other".into();
     repos.push(other.clone());
-    let sync = PullRequestSync::new(w.client.clone(), w._wiring.pull_request_reader(), repos.clone());
+    let sync = PullRequestSync::new(
+        w.client.clone(),
+        w._wiring.pull_request_reader(),
+        repos.clone(),
+    );
     // A tracker of the old name (`<repo>-pr-<n>`) for acme/shop#7, made before names held the owner.
-    w.create_tracker(&w.a, "shop-pr-7", ("acme", "shop", 7), OLD, (&w.a, "shop-dev"), json!({}))
-        .await;
+    w.create_tracker(
+        &w.a,
+        "shop-pr-7",
+        ("acme", "shop", 7),
+        OLD,
+        (&w.a, "shop-dev"),
+        json!({}),
+    )
+    .await;
     w.standins.pull_requests.open("acme/shop", 7, SHA);
     w.standins.pull_requests.open("other/shop", 7, SHA_B);
     sync.sync(&other, 7).await.expect("other/shop#7");
     sync.sync(&repos[0], 7).await.expect("acme/shop#7");
-    let old = w.trackers(&w.a).get("shop-pr-7").await.expect("the old tracker");
+    let old = w
+        .trackers(&w.a)
+        .get("shop-pr-7")
+        .await
+        .expect("the old tracker");
     assert_eq!(
-        (old.spec.repository.owner.as_str(), old.spec.head_sha.as_str()),
+        (
+            old.spec.repository.owner.as_str(),
+            old.spec.head_sha.as_str()
+        ),
         ("acme", SHA),
         "the old name goes on for its own PR, and only for it"
     );
-    let theirs = w.trackers(&w.a).get("other-shop-pr-7").await.expect("other's tracker");
+    let theirs = w
+        .trackers(&w.a)
+        .get("other-shop-pr-7")
+        .await
+        .expect("other's tracker");
     assert_eq!(
-        (theirs.spec.repository.owner.as_str(), theirs.spec.head_sha.as_str()),
+        (
+            theirs.spec.repository.owner.as_str(),
+            theirs.spec.head_sha.as_str()
+        ),
         ("other", SHA_B)
     );
     assert!(
-        w.trackers(&w.a).get_opt("acme-shop-pr-7").await.expect("read").is_none(),
+        w.trackers(&w.a)
+            .get_opt("acme-shop-pr-7")
+            .await
+            .expect("read")
+            .is_none(),
         "no second tracker for acme/shop#7"
     );
     w.create_team_a_tracker().await;

@@ -378,7 +378,13 @@ async fn a_pull_request_from_a_fork_gets_no_tracker() {
     .await;
     assert_eq!(code, StatusCode::ACCEPTED);
     assert!(text.contains("fork"), "{text}");
-    assert!(s.api.get_opt("acme-shop-pr-42").await.expect("read").is_none());
+    assert!(
+        s.api
+            .get_opt("acme-shop-pr-42")
+            .await
+            .expect("read")
+            .is_none()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -397,7 +403,13 @@ async fn github_unreachable_refuses_the_delivery_and_writes_nothing() {
     assert_eq!(code, StatusCode::BAD_GATEWAY, "{text}");
     assert!(text.contains("502 server error"), "{text}");
     assert_eq!(fake.gets(), 1);
-    assert!(s.api.get_opt("acme-shop-pr-42").await.expect("read").is_none());
+    assert!(
+        s.api
+            .get_opt("acme-shop-pr-42")
+            .await
+            .expect("read")
+            .is_none()
+    );
 
     // A PR GitHub does not show (404) is refused as well, naming the credentials.
     fake.recover();
@@ -409,7 +421,13 @@ async fn github_unreachable_refuses_the_delivery_and_writes_nothing() {
     .await;
     assert_eq!(code, StatusCode::BAD_GATEWAY, "{text}");
     assert!(text.contains("credentials"), "{text}");
-    assert!(s.api.get_opt("acme-shop-pr-42").await.expect("read").is_none());
+    assert!(
+        s.api
+            .get_opt("acme-shop-pr-42")
+            .await
+            .expect("read")
+            .is_none()
+    );
 }
 
 /// GitHub's `application/x-www-form-urlencoded` content type: the JSON is the
@@ -445,7 +463,13 @@ async fn form_encoded_deliveries_are_accepted() {
         StatusCode::UNAUTHORIZED,
         "a signature over the JSON alone is not GitHub's"
     );
-    assert!(s.api.get_opt("acme-shop-pr-42").await.expect("read").is_none());
+    assert!(
+        s.api
+            .get_opt("acme-shop-pr-42")
+            .await
+            .expect("read")
+            .is_none()
+    );
     let (code, text) = send(
         &s.router,
         "/webhooks/github",
@@ -720,12 +744,22 @@ async fn the_resync_catches_lost_deliveries() {
         "#44 agreed and was not looked at again"
     );
     assert_eq!(
-        s.api.get("acme-shop-pr-42").await.expect("42").spec.head_sha,
+        s.api
+            .get("acme-shop-pr-42")
+            .await
+            .expect("42")
+            .spec
+            .head_sha,
         SHA2
     );
     assert!(s.api.get("acme-shop-pr-43").await.expect("43").spec.closed);
     assert_eq!(
-        s.api.get("acme-shop-pr-45").await.expect("45").spec.head_sha,
+        s.api
+            .get("acme-shop-pr-45")
+            .await
+            .expect("45")
+            .spec
+            .head_sha,
         SHA3
     );
     assert_eq!(

@@ -158,8 +158,14 @@ impl AccessRules {
         spec: &PromotionPolicySpec,
     ) -> Result<(), (String, Denied)> {
         for (i, t) in spec.external_tests.iter().enumerate() {
-            self.check_test(namespace, labels, t.provider, t.connection.as_deref(), &t.job)
-                .map_err(|d| (format!("spec.externalTests[{i}]"), d))?;
+            self.check_test(
+                namespace,
+                labels,
+                t.provider,
+                t.connection.as_deref(),
+                &t.job,
+            )
+            .map_err(|d| (format!("spec.externalTests[{i}]"), d))?;
         }
         Ok(())
     }
@@ -272,7 +278,13 @@ mod tests {
                 .is_ok()
         );
         let d = r
-            .check_test("team-b", None, Provider::Jenkins, Some("jenkins-a"), "team-a/smoke")
+            .check_test(
+                "team-b",
+                None,
+                Provider::Jenkins,
+                Some("jenkins-a"),
+                "team-a/smoke",
+            )
             .unwrap_err();
         assert_eq!(d.reason, CONNECTION_NOT_ALLOWED);
         let d = r
@@ -290,9 +302,18 @@ mod tests {
         let r = rules();
         let shared = BTreeMap::from([("ci".to_string(), "shared".to_string())]);
         let g = Some("gitlab-shared");
-        assert!(r.check_test("team-b", Some(&shared), Provider::Gitlab, g, "p").is_ok());
-        assert!(r.check_test("team-b", Some(&BTreeMap::new()), Provider::Gitlab, g, "p").is_err());
-        assert!(r.check_test("team-b", None, Provider::Gitlab, g, "p").is_err());
+        assert!(
+            r.check_test("team-b", Some(&shared), Provider::Gitlab, g, "p")
+                .is_ok()
+        );
+        assert!(
+            r.check_test("team-b", Some(&BTreeMap::new()), Provider::Gitlab, g, "p")
+                .is_err()
+        );
+        assert!(
+            r.check_test("team-b", None, Provider::Gitlab, g, "p")
+                .is_err()
+        );
     }
 
     #[test]
@@ -319,7 +340,9 @@ mod tests {
         let r = rules().with_repository("other", "lib", vec!["*".into()]);
         assert!(r.check_repository("team-a", "ACME", "shop").is_ok());
         assert_eq!(
-            r.check_repository("team-b", "acme", "shop").unwrap_err().reason,
+            r.check_repository("team-b", "acme", "shop")
+                .unwrap_err()
+                .reason,
             REPOSITORY_NOT_ALLOWED
         );
         assert!(r.check_repository("team-b", "other", "lib").is_ok());

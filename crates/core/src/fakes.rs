@@ -330,7 +330,12 @@ impl FakeArgo {
     }
 
     fn opt_in(&self, app: &str) -> Option<String> {
-        Some(lock(&self.opt_ins).get(app).cloned().unwrap_or_else(|| "*".into()))
+        Some(
+            lock(&self.opt_ins)
+                .get(app)
+                .cloned()
+                .unwrap_or_else(|| "*".into()),
+        )
     }
 
     /// A fake with no applications.

@@ -112,7 +112,11 @@ impl PolicyCache {
 
     /// The same cache, judging every policy and tracker against `rules`, with the
     /// namespace labels `labels` knows.
-    pub fn with_access(mut self, rules: Arc<AccessRules>, labels: Arc<dyn NamespaceLabels>) -> Self {
+    pub fn with_access(
+        mut self,
+        rules: Arc<AccessRules>,
+        labels: Arc<dyn NamespaceLabels>,
+    ) -> Self {
         self.access = Some(Access { rules, labels });
         self
     }

@@ -404,7 +404,10 @@ mod tests {
             let n = tracker_name(o, r, 123_456);
             assert!(n.len() <= 63, "{n}");
             assert!(n.ends_with("-pr-123456"), "{n}");
-            assert!(n.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'));
+            assert!(
+                n.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            );
         }
         assert_ne!(
             tracker_name(&long, "shop", 1),
@@ -422,9 +425,15 @@ mod tests {
             ..settings()
         };
         let t = desired_tracker(&gated, &fork).expect("tracked");
-        assert_eq!(t.labels.get(FORK_LABEL).map(String::as_str), Some(FORK_GATED));
+        assert_eq!(
+            t.labels.get(FORK_LABEL).map(String::as_str),
+            Some(FORK_GATED)
+        );
         let own = desired_tracker(&gated, &pr(true, &[])).expect("tracked");
-        assert!(!own.labels.contains_key(FORK_LABEL), "own branches are not gated");
+        assert!(
+            !own.labels.contains_key(FORK_LABEL),
+            "own branches are not gated"
+        );
         let track = RepositorySettings {
             forks: Some(Forks::Track),
             ..settings()
@@ -436,7 +445,10 @@ mod tests {
             allow_forks: Some(true),
             ..settings()
         };
-        assert!(both.check().is_err(), "forks and allowForks together are a mistake");
+        assert!(
+            both.check().is_err(),
+            "forks and allowForks together are a mistake"
+        );
     }
 
     #[test]

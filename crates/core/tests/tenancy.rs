@@ -127,7 +127,10 @@ fn a_policy_naming_a_connection_of_another_namespace_is_not_valid() {
     let verdict = PolicyVerdict::of(&w.policies, &p);
     let conds = verdict.conditions(&p, &[], Some(1));
     let valid = conds.iter().find(|c| c.type_ == "Valid").expect("Valid");
-    assert_eq!((valid.status.as_str(), valid.reason.as_str()), ("False", "ConnectionNotAllowed"));
+    assert_eq!(
+        (valid.status.as_str(), valid.reason.as_str()),
+        ("False", "ConnectionNotAllowed")
+    );
     let p = policy("team-b", "jenkins-b", "team-a/smoke");
     let valid = PolicyVerdict::of(&w.policies, &p)
         .conditions(&p, &[], Some(1))
@@ -142,7 +145,8 @@ fn a_policy_naming_a_connection_of_another_namespace_is_not_valid() {
 #[tokio::test]
 async fn a_tracker_gated_by_a_connection_not_granted_triggers_nothing() {
     let w = world();
-    w.policies.upsert(policy("team-b", "jenkins-a", "team-a/smoke"));
+    w.policies
+        .upsert(policy("team-b", "jenkins-a", "team-a/smoke"));
     let t = run(&w, tracker("team-b", "bee"), 20).await;
     assert_eq!(ready(&t), ("False".into(), "ConnectionNotAllowed".into()));
     assert_eq!(w.ci.triggered("team-a/smoke"), 0);
@@ -152,7 +156,8 @@ async fn a_tracker_gated_by_a_connection_not_granted_triggers_nothing() {
 #[tokio::test]
 async fn a_tracker_of_a_repository_not_mapped_to_its_namespace_does_nothing() {
     let w = world();
-    w.policies.upsert(policy("team-b", "jenkins-b", "team-b/smoke"));
+    w.policies
+        .upsert(policy("team-b", "jenkins-b", "team-b/smoke"));
     let t = run(&w, tracker("team-b", "acme"), 20).await;
     assert_eq!(ready(&t), ("False".into(), "RepositoryNotAllowed".into()));
     assert_eq!(w.ci.triggered("team-b/smoke"), 0, "no trigger");
@@ -173,7 +178,8 @@ async fn a_tracker_of_a_repository_not_mapped_to_its_namespace_does_nothing() {
 async fn an_application_not_opted_in_to_the_namespace_is_never_read() {
     let w = world();
     w.argo.set_opt_in("shop-dev", "team-a/dev");
-    w.policies.upsert(policy("team-b", "jenkins-b", "team-b/smoke"));
+    w.policies
+        .upsert(policy("team-b", "jenkins-b", "team-b/smoke"));
     let t = run(&w, tracker("team-b", "bee"), 20).await;
     assert_eq!(ready(&t), ("False".into(), "ApplicationNotOptedIn".into()));
     assert_eq!(t.status.and_then(|s| s.phase), Some(Phase::Deploying));
@@ -188,8 +194,10 @@ async fn a_status_naming_another_trackers_run_neither_follows_nor_cancels_it() {
     let w = world();
     w.ci.script("team-a/smoke", Script::Hang);
     w.ci.script("team-b/smoke", Script::Hang);
-    w.policies.upsert(policy("team-a", "jenkins-a", "team-a/smoke"));
-    w.policies.upsert(policy("team-b", "jenkins-b", "team-b/smoke"));
+    w.policies
+        .upsert(policy("team-a", "jenkins-a", "team-a/smoke"));
+    w.policies
+        .upsert(policy("team-b", "jenkins-b", "team-b/smoke"));
     let a = run(&w, tracker("team-a", "acme"), 3).await;
     let a_run = a.status.expect("status").test_runs[0].clone();
     assert!(a_run.run_id.is_some());
@@ -222,11 +230,15 @@ async fn a_status_naming_another_trackers_run_neither_follows_nor_cancels_it() {
 #[tokio::test]
 async fn a_fork_under_gate_waits_for_approval_at_every_hop() {
     let w = world();
-    w.policies.upsert(policy("team-b", "jenkins-b", "team-b/smoke"));
+    w.policies
+        .upsert(policy("team-b", "jenkins-b", "team-b/smoke"));
     let mut t = tracker("team-b", "bee");
     t.metadata.labels = Some([("promotion.io/fork".to_string(), "gate".to_string())].into());
     let t = run(&w, t, 30).await;
-    assert_eq!(t.status.as_ref().and_then(|s| s.phase), Some(Phase::AwaitingApproval));
+    assert_eq!(
+        t.status.as_ref().and_then(|s| s.phase),
+        Some(Phase::AwaitingApproval)
+    );
     assert!(w.argo.promotions().is_empty(), "nothing deployed");
     let mut approved = t.clone();
     approved.metadata.annotations = Some(
@@ -238,5 +250,8 @@ async fn a_fork_under_gate_waits_for_approval_at_every_hop() {
     );
     let t = run(&w, approved, 30).await;
     assert_eq!(t.status.and_then(|s| s.phase), Some(Phase::Completed));
-    assert_eq!(w.argo.promotions(), vec![("shop-staging".into(), SHA.into())]);
+    assert_eq!(
+        w.argo.promotions(),
+        vec![("shop-staging".into(), SHA.into())]
+    );
 }

@@ -591,11 +591,21 @@ async fn no_adapter_reads_or_cancels_a_run_that_carries_another_correlation_id()
         ),
         (
             &gitlab,
-            request(Provider::Gitlab, "team-a/slow-e2e", Some("main"), "prc-team-a-2"),
+            request(
+                Provider::Gitlab,
+                "team-a/slow-e2e",
+                Some("main"),
+                "prc-team-a-2",
+            ),
         ),
         (
             &actions,
-            request(Provider::GithubActions, "slow.yml", Some("main"), "prc-team-a-3"),
+            request(
+                Provider::GithubActions,
+                "slow.yml",
+                Some("main"),
+                "prc-team-a-3",
+            ),
         ),
     ];
     for (runner, req) in cases {
@@ -603,7 +613,10 @@ async fn no_adapter_reads_or_cancels_a_run_that_carries_another_correlation_id()
         let theirs = run_ref(&req, &handle);
         // Let a Jenkins item become its build, so both kinds of id are tried.
         let theirs = match runner.status(&theirs).await.expect("status").run_id {
-            Some(id) => RunRef { run_id: id, ..theirs },
+            Some(id) => RunRef {
+                run_id: id,
+                ..theirs
+            },
             None => theirs,
         };
         let forged = RunRef {
@@ -612,15 +625,32 @@ async fn no_adapter_reads_or_cancels_a_run_that_carries_another_correlation_id()
         };
         let err = runner.status(&forged).await.expect_err("not ours to read");
         assert_eq!(err.kind, ErrorKind::Permanent, "{err}");
-        assert!(err.message.contains("does not carry correlation id prc-team-b"), "{err}");
-        let err = runner.cancel(&forged).await.expect_err("not ours to cancel");
-        assert!(err.message.contains("does not carry correlation id"), "{err}");
-        let still = runner.status(&theirs).await.expect("the owner still reads it");
+        assert!(
+            err.message
+                .contains("does not carry correlation id prc-team-b"),
+            "{err}"
+        );
+        let err = runner
+            .cancel(&forged)
+            .await
+            .expect_err("not ours to cancel");
+        assert!(
+            err.message.contains("does not carry correlation id"),
+            "{err}"
+        );
+        let still = runner
+            .status(&theirs)
+            .await
+            .expect("the owner still reads it");
         assert!(
             !still.state.is_final(),
             "{}: the run goes on: {still:?}",
             req.job
         );
     }
-    assert!(s.journal.finished().is_empty(), "{:#?}", s.journal.finished());
+    assert!(
+        s.journal.finished().is_empty(),
+        "{:#?}",
+        s.journal.finished()
+    );
 }

@@ -35,7 +35,8 @@ impl Engine {
                     );
                     s.condition(types::READY, false, APPLICATION_NOT_OPTED_IN, msg.clone());
                     s.save().await?;
-                    s.event(EventType::Warning, APPLICATION_NOT_OPTED_IN, msg).await;
+                    s.event(EventType::Warning, APPLICATION_NOT_OPTED_IN, msg)
+                        .await;
                 }
                 Ok(Next::Wait(Some(self.config.poll_interval * 6)))
             }

@@ -471,7 +471,10 @@ pub(super) fn fork_gated(s: &Step<'_>) -> bool {
 
 /// The first test of `spec` the tracker's namespace may not run: checked again right
 /// before a trigger, whatever the policy's verdict said, so a grant is never bypassed.
-fn refused(s: &Step<'_>, spec: &promotion_api::PromotionPolicySpec) -> Option<crate::access::Denied> {
+fn refused(
+    s: &Step<'_>,
+    spec: &promotion_api::PromotionPolicySpec,
+) -> Option<crate::access::Denied> {
     let ns = s.tracker.metadata.namespace.as_deref().unwrap_or_default();
     spec.external_tests.iter().find_map(|t| {
         s.policies
