@@ -20,7 +20,7 @@ pub struct SecretName {
 }
 
 /// One named connection to a CI system or GitHub, as the connections file has it.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ConnectionEntry {
     /// Referred to by a policy test's `connection`.
@@ -37,9 +37,35 @@ pub struct ConnectionEntry {
     /// Kind-specific settings (see the README's connections table).
     #[serde(default)]
     pub settings: BTreeMap<String, serde_json::Value>,
+    /// The namespaces whose policies may use it (`"*"`: all). Absent, with no
+    /// `namespaceSelector`: nobody may (a warning at start-up says so).
+    #[serde(default)]
+    pub allowed_namespaces: Option<Vec<String>>,
+    /// The namespaces whose policies may use it, by the labels of the Namespace object.
+    #[serde(default)]
+    pub namespace_selector: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>,
+    /// Patterns (`*` any run of characters, `/` included; `?` one) of the Jenkins job
+    /// paths, GitLab project paths or workflow files it may run; absent: any.
+    #[serde(default)]
+    pub jobs: Vec<String>,
 }
 
 impl ConnectionEntry {
+    /// Who may use this connection, for the domain's access rules.
+    pub fn grant(&self) -> promotion_core::access::ConnectionGrant {
+        promotion_core::access::ConnectionGrant {
+            namespaces: self.allowed_namespaces.clone().unwrap_or_default(),
+            namespace_selector: self.namespace_selector.clone(),
+            jobs: self.jobs.clone(),
+        }
+    }
+
+    /// Whether no namespace at all may use this connection.
+    pub fn grants_nobody(&self) -> bool {
+        self.allowed_namespaces.as_ref().is_none_or(Vec::is_empty)
+            && self.namespace_selector.is_none()
+    }
+
     /// The configuration without credentials; every mistake no Secret can fix
     /// (URL, unknown or malformed setting) is an error here.
     pub fn config(&self) -> Result<ConnectionConfig, ConfigError> {

@@ -55,6 +55,9 @@ pub struct GitLabRunner {
     http: HttpClient,
     credentials: GitLabCredentials,
     settings: GitLabSettings,
+    // Pipelines (project, id, correlation id) seen carrying their correlation id: the
+    // variables are read once per run, not at every poll.
+    verified: std::sync::Mutex<std::collections::HashSet<(String, u64, String)>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -156,6 +159,7 @@ impl GitLabRunner {
             http,
             credentials: credentials.clone(),
             settings: config.gitlab.clone(),
+            verified: std::sync::Mutex::default(),
         })
     }
 
@@ -197,6 +201,39 @@ impl GitLabRunner {
                 ),
             ),
         }
+    }
+
+    /// Refuses a pipeline that does not carry the correlation id `run` asks for.
+    async fn check_ours(
+        &self,
+        run: &RunRef,
+        project: &str,
+        pipeline: &Pipeline,
+    ) -> Result<(), PortError> {
+        let Some(wanted) = run.correlation_id.as_deref() else {
+            return Ok(());
+        };
+        let key = (project.to_owned(), pipeline.id, wanted.to_owned());
+        let known = |v: &Self| {
+            v.verified
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&key)
+        };
+        if known(self) {
+            return Ok(());
+        }
+        if self
+            .carries_correlation_id(project, pipeline, wanted)
+            .await?
+        {
+            self.verified
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(key);
+            return Ok(());
+        }
+        Err(promotion_core::ports::not_ours(run, None))
     }
 
     async fn carries_correlation_id(
@@ -290,6 +327,7 @@ impl TestRunner for GitLabRunner {
             format!("/api/v4/projects/{project}/pipelines/{id}"),
         );
         let pipeline: Pipeline = self.http.read_json(&req).await?;
+        self.check_ours(run, &project, &pipeline).await?;
         let status = pipeline.status.unwrap_or_default();
         Ok(RunStatus {
             state: state_of(&status),
@@ -426,6 +464,17 @@ impl TestRunner for GitLabRunner {
     async fn cancel(&self, run: &RunRef) -> Result<(), PortError> {
         let project = project_segment(&run.job)?;
         let id = parse_pipeline_id(run)?;
+        if run.correlation_id.is_some() {
+            // Only a pipeline that carries this tracker's correlation id is cancelled.
+            let read = self.api(
+                Method::GET,
+                Effect::Read,
+                format!("/api/v4/projects/{project}/pipelines/{id}"),
+            );
+            if let Some(pipeline) = self.http.read_json_if_found::<Pipeline>(&read).await? {
+                self.check_ours(run, &project, &pipeline).await?;
+            }
+        }
         let req = self.api(
             Method::POST,
             Effect::Write,

@@ -95,6 +95,10 @@ struct QueueItem {
     cancelled: bool,
     executable: Option<Executable>,
     why: Option<String>,
+    /// `"\nNAME=value"`, on older versions only.
+    params: Option<String>,
+    #[serde(default)]
+    actions: Vec<Option<Action>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -107,6 +111,8 @@ struct Build {
     #[serde(default)]
     building: bool,
     result: Option<String>,
+    #[serde(default)]
+    actions: Vec<Option<Action>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -187,6 +193,39 @@ fn carries(actions: &[Option<Action>], id: &str) -> bool {
         .flatten()
         .flat_map(|a| a.parameters.iter().flatten())
         .any(|p| p.name == CORRELATION_PARAMETER && p.value.as_str() == Some(id))
+}
+
+/// The value of the correlation parameter among `actions` (or old-style `params`).
+fn carried(actions: &[Option<Action>], params: Option<&str>) -> Option<String> {
+    let prefix = format!("{CORRELATION_PARAMETER}=");
+    actions
+        .iter()
+        .flatten()
+        .flat_map(|a| a.parameters.iter().flatten())
+        .find(|p| p.name == CORRELATION_PARAMETER)
+        .and_then(|p| p.value.as_str().map(str::to_owned))
+        .or_else(|| {
+            params?
+                .lines()
+                .find_map(|l| l.trim().strip_prefix(&prefix).map(str::to_owned))
+        })
+}
+
+/// Refuses a run that does not carry the correlation id `run` asks for.
+fn check_ours(
+    run: &RunRef,
+    actions: &[Option<Action>],
+    params: Option<&str>,
+) -> Result<(), PortError> {
+    let Some(wanted) = run.correlation_id.as_deref() else {
+        return Ok(());
+    };
+    let found = carried(actions, params);
+    if found.as_deref() == Some(wanted) {
+        Ok(())
+    } else {
+        Err(promotion_core::ports::not_ours(run, found.as_deref()))
+    }
 }
 
 /// `a/b` -> `/job/a/job/b`, each name escaped.
@@ -344,12 +383,14 @@ impl JenkinsRunner {
         }
     }
 
-    async fn build_status(&self, job: &str, number: u64) -> Result<RunStatus, PortError> {
+    async fn build_status(&self, run: &RunRef, number: u64) -> Result<RunStatus, PortError> {
+        let job = run.job.as_str();
         let path = format!(
-            "{}/{number}/api/json?tree=building,result,duration,url,number",
+            "{}/{number}/api/json?tree=building,result,duration,url,number,actions[parameters[name,value]]",
             job_path(job)?
         );
         let build: Build = self.http.read_json(&self.get(path)).await?;
+        check_ours(run, &build.actions, None)?;
         let state = match (build.building, build.result.as_deref()) {
             (true, _) | (false, None) => RunState::Running,
             (false, Some("SUCCESS")) => RunState::Passed,
@@ -369,14 +410,16 @@ impl JenkinsRunner {
         })
     }
 
-    async fn queue_status(&self, job: &str, item: u64) -> Result<RunStatus, PortError> {
+    async fn queue_status(&self, run: &RunRef, item: u64) -> Result<RunStatus, PortError> {
+        let job = run.job.as_str();
         let req = self.get(format!("/queue/item/{item}/api/json"));
         let Some(queued) = self.http.read_json_if_found::<QueueItem>(&req).await? else {
-            return self.status_of_forgotten_item(job, item).await;
+            return self.status_of_forgotten_item(run, item).await;
         };
+        check_ours(run, &queued.actions, queued.params.as_deref())?;
         if let Some(exe) = queued.executable {
             let new_id = RunId::Build(exe.number).render();
-            let status = match self.build_status(job, exe.number).await {
+            let status = match self.build_status(run, exe.number).await {
                 Ok(status) => status,
                 Err(e) => {
                     // The build number is what must not be lost; its state can wait.
@@ -411,14 +454,19 @@ impl JenkinsRunner {
     }
 
     /// A queue item Jenkins forgot: its build, if any, still names it in `queueId`.
-    async fn status_of_forgotten_item(&self, job: &str, item: u64) -> Result<RunStatus, PortError> {
+    async fn status_of_forgotten_item(
+        &self,
+        run: &RunRef,
+        item: u64,
+    ) -> Result<RunStatus, PortError> {
+        let job = run.job.as_str();
         let Some(number) = self.build_of_forgotten_item(job, item).await? else {
             return Err(PortError::permanent(format!(
                 "connection {}: queue item {item} is gone and no recent build of {job} came from it",
                 self.http.connection()
             )));
         };
-        let status = self.build_status(job, number).await?;
+        let status = self.build_status(run, number).await?;
         Ok(RunStatus {
             run_id: Some(RunId::Build(number).render()),
             ..status
@@ -564,8 +612,8 @@ impl TestRunner for JenkinsRunner {
 
     async fn status(&self, run: &RunRef) -> Result<RunStatus, PortError> {
         match self.parse_run_id(run)? {
-            RunId::Queue(item) => self.queue_status(&run.job, item).await,
-            RunId::Build(number) => self.build_status(&run.job, number).await,
+            RunId::Queue(item) => self.queue_status(run, item).await,
+            RunId::Build(number) => self.build_status(run, number).await,
         }
     }
 
@@ -598,7 +646,11 @@ impl TestRunner for JenkinsRunner {
             RunId::Build(number) => number,
             RunId::Queue(item) => {
                 let req = self.get(format!("/queue/item/{item}/api/json"));
-                match self.http.read_json_if_found::<QueueItem>(&req).await? {
+                let item_read = self.http.read_json_if_found::<QueueItem>(&req).await?;
+                if let Some(q) = &item_read {
+                    check_ours(run, &q.actions, q.params.as_deref())?;
+                }
+                match item_read {
                     // Cancelling the item would not stop the build it became.
                     Some(QueueItem {
                         executable: Some(exe),
@@ -618,6 +670,10 @@ impl TestRunner for JenkinsRunner {
                 }
             }
         };
+        if run.correlation_id.is_some() {
+            // Only a build that carries this tracker's correlation id is stopped.
+            self.build_status(run, number).await?;
+        }
         self.cancel_post(&format!("{}/{number}/stop", job_path(&run.job)?))
             .await
     }

@@ -37,6 +37,7 @@ fn request(correlation_id: &str) -> TriggerRequest {
 
 fn run_ref(run_id: &str) -> RunRef {
     RunRef {
+        correlation_id: None,
         provider: Provider::GithubActions,
         connection: None,
         job: "gate.yml".into(),

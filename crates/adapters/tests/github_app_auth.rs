@@ -32,6 +32,7 @@ fn pr() -> PullRequestRef {
 
 fn run_ref(id: &str) -> RunRef {
     RunRef {
+        correlation_id: None,
         provider: Provider::GithubActions,
         connection: None,
         job: "gate.yml".into(),

@@ -44,6 +44,7 @@ fn request(correlation_id: &str) -> TriggerRequest {
 
 fn run(id: &str) -> RunRef {
     RunRef {
+        correlation_id: None,
         provider: Provider::Gitlab,
         connection: Some("gitlab-main".into()),
         job: PROJECT.into(),

@@ -47,6 +47,7 @@ fn request(correlation_id: &str) -> TriggerRequest {
 
 fn run(id: &str) -> RunRef {
     RunRef {
+        correlation_id: None,
         provider: Provider::Jenkins,
         connection: Some("jenkins-main".into()),
         job: JOB.into(),

@@ -20,6 +20,7 @@ const LIMIT: usize = 1024;
 
 fn run(provider: Provider, job: &str, id: &str) -> RunRef {
     RunRef {
+        correlation_id: None,
         provider,
         connection: None,
         job: job.into(),

@@ -76,6 +76,7 @@ fn request(provider: Provider, connection: Option<&str>) -> TriggerRequest {
 
 fn run(provider: Provider, connection: Option<&str>) -> RunRef {
     RunRef {
+        correlation_id: None,
         provider,
         connection: connection.map(str::to_owned),
         job: "job".into(),

@@ -137,7 +137,13 @@ impl ArgoCdClient for KubeArgoCd {
     async fn application_status(&self, app: &ApplicationRef) -> Result<AppStatus, PortError> {
         let api = self.api(app).await?;
         let obj = self.get(&api, app).await?;
-        let status = status::app_status(&AppData::from_value(&obj.data));
+        let mut status = status::app_status(&AppData::from_value(&obj.data));
+        status.opt_in = obj
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(ALLOW_PROMOTION_FROM))
+            .cloned();
         tracing::debug!(app = %describe(app), ?status, "read application status");
         Ok(status)
     }

@@ -16,6 +16,7 @@ pub(crate) fn app_status(data: &AppData) -> AppStatus {
             .operation_state
             .and_then(|o| o.phase)
             .filter(|p| !p.is_empty()),
+        opt_in: None,
     }
 }
 

@@ -44,6 +44,7 @@ async fn synced_and_healthy() {
             health: HealthStatus::Healthy,
             revisions: vec![SHA.into()],
             operation_phase: Some("Succeeded".into()),
+            opt_in: None,
         }
     );
     assert!(status.deployed_at(&SHA[..7]));
@@ -118,6 +119,7 @@ async fn missing_status_is_unknown() {
             health: HealthStatus::Unknown,
             revisions: vec![],
             operation_phase: None,
+            opt_in: None,
         }
     );
 }

@@ -150,7 +150,7 @@ fn yes() -> bool {
 }
 
 /// The configuration file.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FileConfig {
     /// CI systems and GitHub.
@@ -198,6 +198,24 @@ impl FileConfig {
                 );
             }
         }
+        for c in &cfg.connections {
+            let names = c.allowed_namespaces.iter().flatten();
+            if let Some(bad) = names.clone().find(|n| n.trim().is_empty()) {
+                anyhow::bail!("connection {:?}: allowedNamespaces holds {bad:?}", c.name);
+            }
+            if let Some(bad) = c.jobs.iter().find(|j| j.trim().is_empty()) {
+                anyhow::bail!(
+                    "connection {:?}: jobs holds the empty pattern {bad:?}",
+                    c.name
+                );
+            }
+            if c.kind.provider().is_none() && !c.jobs.is_empty() {
+                anyhow::bail!(
+                    "connection {:?}: jobs is for CI connections; a github connection runs none",
+                    c.name
+                );
+            }
+        }
         let mut repositories = std::collections::BTreeSet::new();
         for r in &cfg.repositories {
             r.check()?;
@@ -207,6 +225,46 @@ impl FileConfig {
             }
         }
         Ok(cfg)
+    }
+}
+
+impl FileConfig {
+    /// Who may use which CI connection (and job) and track which repository.
+    pub fn access_rules(&self) -> promotion_core::access::AccessRules {
+        let mut rules = promotion_core::access::AccessRules::new();
+        for c in &self.connections {
+            let Some(provider) = c.kind.provider() else {
+                continue;
+            };
+            rules = rules.with_connection(&c.name, c.default.then_some(provider), c.grant());
+        }
+        for r in &self.repositories {
+            rules = rules.with_repository(&r.owner, &r.name, r.tracking_namespaces());
+        }
+        rules
+    }
+
+    /// What is allowed but probably not meant: logged at start-up.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for c in &self.connections {
+            if c.kind.provider().is_some() && c.grants_nobody() {
+                out.push(format!(
+                    "connection {:?} has neither allowedNamespaces nor namespaceSelector: no namespace may use it (write allowedNamespaces: [\"*\"] to allow all)",
+                    c.name
+                ));
+            }
+        }
+        for r in &self.repositories {
+            if r.allow_forks.is_some() {
+                out.push(format!(
+                    "repository {}: allowForks is deprecated and will be removed in the next release; write forks: {}",
+                    r.full_name(),
+                    if r.allow_forks == Some(true) { "track" } else { "ignore" }
+                ));
+            }
+        }
+        out
     }
 }
 
@@ -246,9 +304,66 @@ argocd: {sync: true}
         assert!(cfg.argocd.sync && cfg.argocd.refresh);
         assert_eq!(cfg.repositories[0].application.cluster, "in-cluster");
         assert_eq!(cfg.repositories[0].copy_labels, ["team:*", "area/*"]);
+        assert_eq!(
+            cfg.repositories[0].fork_policy(),
+            promotion_core::pull_requests::Forks::Ignore,
+            "forks are ignored unless asked"
+        );
+    }
+
+    #[test]
+    fn grants_forks_and_their_warnings() {
+        let cfg = FileConfig::parse(
+            r#"
+connections:
+  - {name: j-a, kind: jenkins, url: 'http://j', default: true, secretRef: {name: s},
+     allowedNamespaces: [team-a], jobs: ["team-a/*"]}
+  - {name: gl, kind: gitlab, url: 'http://g', secretRef: {name: s},
+     namespaceSelector: {matchLabels: {ci: shared}}}
+  - {name: unused, kind: gitlab, url: 'http://g', secretRef: {name: s}}
+repositories:
+  - {owner: acme, name: shop, namespace: team-a, namespaces: [team-a-canary], environment: dev,
+     application: {name: x}, forks: gate}
+  - {owner: acme, name: old, namespace: team-a, environment: dev, application: {name: y},
+     allowForks: true}
+"#,
+        )
+        .expect("valid");
+        use promotion_api::Provider;
+        use promotion_core::pull_requests::Forks;
+        let rules = cfg.access_rules();
         assert!(
-            !cfg.repositories[0].allow_forks,
-            "forks are off unless asked"
+            rules
+                .check_test("team-a", None, Provider::Jenkins, None, "team-a/smoke")
+                .is_ok()
+        );
+        let no = rules
+            .check_test("team-b", None, Provider::Jenkins, None, "team-a/smoke")
+            .expect_err("team-b");
+        assert_eq!(no.reason, "ConnectionNotAllowed");
+        assert!(
+            rules
+                .check_repository("team-a-canary", "acme", "shop")
+                .is_ok()
+        );
+        assert!(rules.check_repository("team-b", "acme", "shop").is_err());
+        assert!(rules.uses_namespace_labels());
+        assert_eq!(cfg.repositories[0].fork_policy(), Forks::Gate);
+        assert_eq!(cfg.repositories[1].fork_policy(), Forks::Track);
+        let warnings = cfg.warnings().join("\n");
+        assert!(
+            warnings.contains("\"unused\"") && warnings.contains("no namespace may use it"),
+            "{warnings}"
+        );
+        assert!(
+            !warnings.contains("\"j-a\"") && !warnings.contains("\"gl\""),
+            "{warnings}"
+        );
+        assert!(warnings.contains("allowForks is deprecated"), "{warnings}");
+        let bad = "repositories:\n- {owner: a, name: b, namespace: n, environment: dev, application: {name: x}, forks: maybe}\n";
+        assert!(
+            FileConfig::parse(bad).is_err(),
+            "an unknown forks value is refused"
         );
     }
 

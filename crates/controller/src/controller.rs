@@ -8,6 +8,7 @@ use crate::policy_watch;
 use crate::store::KubeTrackerStore;
 use futures::StreamExt;
 use futures::channel::mpsc::UnboundedReceiver;
+use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::Reporter;
@@ -16,6 +17,7 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Predicate, WatchStreamExt, predicates, watcher};
 use kube::{Client, Resource, ResourceExt};
 use promotion_api::{Phase, PromotionPolicy, Provider, PullRequestTracker};
+use promotion_core::access::{NamespaceLabels, NoLabels};
 use promotion_core::callbacks::CallbackRun;
 use promotion_core::conditions::{self, types};
 use promotion_core::engine::{
@@ -54,6 +56,9 @@ pub struct ControllerConfig {
     pub applications_namespaces: Vec<String>,
     /// Routine polls stretch up to this when many trackers wait for a poll slot.
     pub max_poll_interval: Duration,
+    /// Only trackers and policies with these labels (a label selector); all when None.
+    /// Lets controllers share a cluster (and tests share a control plane) without meeting.
+    pub label_selector: Option<String>,
 }
 
 impl Default for ControllerConfig {
@@ -68,6 +73,7 @@ impl Default for ControllerConfig {
             watch_applications: false,
             applications_namespaces: Vec::new(),
             max_poll_interval: Duration::from_secs(60),
+            label_selector: None,
         }
     }
 }
@@ -156,6 +162,39 @@ impl TrackerDirectory for ReflectorDirectory {
     }
 }
 
+/// The labels of Namespaces, from a watch, for connections granted by namespaceSelector.
+struct NamespaceStore(Store<Namespace>);
+
+impl NamespaceLabels for NamespaceStore {
+    fn labels(&self, namespace: &str) -> Option<std::collections::BTreeMap<String, String>> {
+        self.0
+            .get(&ObjectRef::new(namespace))
+            .map(|n| n.metadata.labels.clone().unwrap_or_default())
+    }
+}
+
+/// Starts the Namespace watch and waits for its first list (so no policy is judged on
+/// labels not read yet), at most a while: without it selectors admit nobody, never more.
+async fn namespace_labels(client: Client) -> (NamespaceStore, AbortOnDrop) {
+    let (reader, writer) = reflector::store();
+    let stream = reflector::reflector(
+        writer,
+        watcher::watcher(Api::<Namespace>::all(client), watcher::Config::default()),
+    )
+    .default_backoff()
+    .for_each(|_| futures::future::ready(()));
+    let task = AbortOnDrop(tokio::spawn(stream));
+    if tokio::time::timeout(Duration::from_secs(30), reader.wait_until_ready())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "the Namespace list is not read yet: connections granted by namespaceSelector admit nobody until it is"
+        );
+    }
+    (NamespaceStore(reader), task)
+}
+
 /// Changes only when the tracker starts being deleted (the finalizer's cue).
 fn deletion(t: &PullRequestTracker) -> Option<u64> {
     t.metadata.deletion_timestamp.as_ref().map(|_| 1)
@@ -177,16 +216,32 @@ pub async fn run(
             ),
             None => (Api::all(client.clone()), Api::all(client.clone())),
         };
-    let cache = match &config.engine.connections {
+    let mut cache = match &config.engine.connections {
         Some(names) => PolicyCache::with_connections(names.iter().cloned()),
         None => PolicyCache::new(),
     };
+    let mut _namespace_task = None;
+    if let Some(rules) = &config.engine.access {
+        let labels: Arc<dyn NamespaceLabels> = if rules.uses_namespace_labels() {
+            let (store, task) = namespace_labels(client.clone()).await;
+            _namespace_task = Some(task);
+            Arc::new(store)
+        } else {
+            Arc::new(NoLabels)
+        };
+        cache = cache.with_access(rules.clone(), labels);
+    }
     let (ready_tx, mut ready_rx) = tokio::sync::watch::channel(false);
     let (changed_tx, changed_rx) = futures::channel::mpsc::unbounded::<String>();
     // Aborted when this future is dropped or ends, so a stopped controller leaves no watch behind.
+    let watch_config = match &config.label_selector {
+        Some(s) => watcher::Config::default().labels(s),
+        None => watcher::Config::default(),
+    };
     let _policy_task = AbortOnDrop(tokio::spawn(policy_watch::run(
         client.clone(),
-        policies,
+        policies.clone(),
+        watch_config.clone(),
         cache.clone(),
         ready_tx,
         changed_tx,
@@ -219,21 +274,18 @@ pub async fn run(
             }
         }))
     });
-    let trackers_stream = reflector::reflector(
-        writer,
-        watcher::watcher(trackers, watcher::Config::default()).modify(slim),
-    )
-    .default_backoff()
-    .applied_objects()
-    // Our own status writes would wake every tracker again; spec, labels and annotations are what matter.
-    .predicate_filter(
-        predicates::generation
-            .combine(predicates::annotations)
-            .combine(predicates::labels)
-            .combine(predicates::finalizers)
-            .combine(deletion),
-        Default::default(),
-    );
+    let trackers_stream = reflector::reflector(writer, watcher::watcher(trackers, watch_config).modify(slim))
+        .default_backoff()
+        .applied_objects()
+        // Our own status writes would wake every tracker again; spec, labels and annotations are what matter.
+        .predicate_filter(
+            predicates::generation
+                .combine(predicates::annotations)
+                .combine(predicates::labels)
+                .combine(predicates::finalizers)
+                .combine(deletion),
+            Default::default(),
+        );
     let by_namespace = {
         let reader = reader.clone();
         changed_rx.flat_map(move |ns: String| {

@@ -33,6 +33,9 @@ async fn main() -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| format!("promotion-controller-{}", std::process::id()));
     tracing::info!(%identity, namespace = ?args.namespace, connections = file.connections.len(), "starting");
+    for warning in file.warnings() {
+        tracing::warn!("configuration: {warning}");
+    }
 
     let wiring = wiring::Wiring::start(client.clone(), &file, &args.lease_namespace)
         .await
@@ -121,6 +124,8 @@ async fn main() -> anyhow::Result<()> {
                     .map(|c| c.name.clone())
                     .collect(),
             ),
+            // Namespaces use only the connections, jobs and repositories granted to them.
+            access: Some(Arc::new(file.access_rules())),
             ..EngineConfig::default()
         },
         namespace: args.namespace.clone(),

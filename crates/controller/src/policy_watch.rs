@@ -69,6 +69,7 @@ pub fn to_cached(p: &PromotionPolicy) -> CachedPolicy {
 pub async fn run(
     client: Client,
     api: Api<PromotionPolicy>,
+    config: watcher::Config,
     cache: PolicyCache,
     ready: watch::Sender<bool>,
     changed: UnboundedSender<String>,
@@ -77,7 +78,7 @@ pub async fn run(
     let mut checks = Checks::new();
     let mut known: HashMap<(String, String), PromotionPolicy> = HashMap::new();
     let mut listing: Vec<PromotionPolicy> = Vec::new();
-    let mut stream = watcher(api.clone()).boxed();
+    let mut stream = watcher(api.clone(), config).boxed();
     while let Some(event) = stream.next().await {
         let event = match event {
             Ok(e) => e,
@@ -141,8 +142,9 @@ pub async fn run(
 
 fn watcher(
     api: Api<PromotionPolicy>,
+    config: watcher::Config,
 ) -> impl futures::Stream<Item = Result<Event<PromotionPolicy>, watcher::Error>> {
-    watcher::watcher(api, watcher::Config::default()).default_backoff()
+    watcher::watcher(api, config).default_backoff()
 }
 
 fn key(p: &PromotionPolicy) -> (String, String) {

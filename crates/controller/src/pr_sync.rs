@@ -12,7 +12,8 @@ use kube::{Client, ResourceExt};
 use promotion_api::PullRequestTracker;
 use promotion_core::ports::{PortError, PullRequestReader, PullRequestRef};
 use promotion_core::pull_requests::{
-    DesiredTracker, PullRequestError, RepositorySettings, desired_tracker, tracker_name,
+    DesiredTracker, PullRequestError, RepositorySettings, desired_tracker, legacy_tracker_name,
+    tracker_name,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, Weak};
@@ -118,7 +119,16 @@ impl PullRequestSync {
 
     /// Reads PR `number` of `repo` from GitHub and makes its tracker say the same.
     pub async fn sync(&self, repo: &RepositorySettings, number: u64) -> Result<Applied, SyncError> {
-        let name = tracker_name(&repo.name, number);
+        let mut name = tracker_name(&repo.owner, &repo.name, number);
+        // A tracker made before names held the owner goes on under its old name, if it is
+        // this very PR's: another owner's same-named repository never takes it over.
+        let legacy = legacy_tracker_name(&repo.name, number);
+        if let Ok(None) = self.trackers(&repo.namespace).get_opt(&name).await
+            && let Ok(Some(old)) = self.trackers(&repo.namespace).get_opt(&legacy).await
+            && is_trackers_pr(&old, repo, number)
+        {
+            name = legacy;
+        }
         let full = format!("{}/{name}", repo.namespace);
         let lock = self.lock_for(&full);
         let _held = lock.lock().await;
@@ -143,7 +153,10 @@ impl PullRequestSync {
                 })?
                 .ok_or_else(|| SyncError::NotFound(pr_name.clone()))?;
             let desired = match desired_tracker(repo, &pr) {
-                Ok(d) => d,
+                Ok(d) => DesiredTracker {
+                    name: name.clone(),
+                    ..d
+                },
                 Err(e @ PullRequestError::FromFork { .. }) => {
                     return Ok(Applied::NotTracked(e.to_string()));
                 }
@@ -172,6 +185,14 @@ impl PullRequestSync {
         }
         Err(SyncError::Conflict(full))
     }
+}
+
+/// Whether `tracker` follows PR `number` of `repo`.
+fn is_trackers_pr(tracker: &PullRequestTracker, repo: &RepositorySettings, number: u64) -> bool {
+    repo.is(
+        &tracker.spec.repository.owner,
+        &tracker.spec.repository.name,
+    ) && u64::try_from(tracker.spec.number).ok() == Some(number)
 }
 
 fn kube_error(name: &str, e: kube::Error) -> SyncError {
@@ -281,12 +302,21 @@ impl PullRequestSync {
             .into_iter()
             .filter(|t| repo.is(&t.spec.repository.owner, &t.spec.repository.name))
             .filter_map(|t| Some((u64::try_from(t.spec.number).ok()?, t)))
-            .filter(|(n, t)| t.name_any() == tracker_name(&repo.name, *n))
+            .filter(|(n, t)| {
+                t.name_any() == tracker_name(&repo.owner, &repo.name, *n)
+                    || t.name_any() == legacy_tracker_name(&repo.name, *n)
+            })
             .collect();
         let mut look: BTreeSet<u64> = BTreeSet::new();
         for pr in &open {
             let agrees = match (ours.get(&pr.number), desired_tracker(repo, pr)) {
-                (Some(t), Ok(d)) => says_the_same(t, &d),
+                (Some(t), Ok(d)) => says_the_same(
+                    t,
+                    &DesiredTracker {
+                        name: t.name_any(),
+                        ..d
+                    },
+                ),
                 // A fork's PR is skipped by sync; no need to read it again.
                 (None, Err(PullRequestError::FromFork { .. })) => true,
                 _ => false,

@@ -1269,7 +1269,7 @@ config:
     .await
     .expect("syncing the staging Application");
     let done = wait_until("the tracker to complete in staging", &mut c, async || {
-        let t = trackers.get("shop-pr-42").await.ok()?;
+        let t = trackers.get("acme-shop-pr-42").await.ok()?;
         let s = t.status.as_ref()?;
         (s.phase == Some(Phase::Completed) && s.current_environment.as_deref() == Some("staging"))
             .then_some(t)
@@ -1287,7 +1287,7 @@ config:
         .expect("events")
         .items
         .into_iter()
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("shop-pr-42"))
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("acme-shop-pr-42"))
         .filter_map(|e| e.reason)
         .collect();
     assert!(!about.is_empty(), "Events about the tracker were published");
@@ -1316,7 +1316,7 @@ config:
     let (code, body) = deliver_pr(&c, 43, SHA2, "2026-11-25T11:00:00Z").await;
     assert_eq!(code, 202, "the webhook accepts the PR: {body}");
     let blocked = wait_until("the forbidden promotion to show", &mut c, async || {
-        let t = trackers.get("shop-pr-43").await.ok()?;
+        let t = trackers.get("acme-shop-pr-43").await.ok()?;
         let text = status_text(&t);
         text.contains("403 Forbidden").then_some(text)
     })

@@ -212,7 +212,7 @@ async fn github_delivery(
 }
 
 async fn tracker(s: &Setup) -> PullRequestTracker {
-    s.api.get("shop-pr-42").await.expect("tracker")
+    s.api.get("acme-shop-pr-42").await.expect("tracker")
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -353,11 +353,11 @@ async fn copied_pr_labels_become_tracker_labels_and_follow_the_pr() {
     // Someone labels the tracker by hand: that label is theirs and stays.
     s.api
         .patch(
-            "shop-pr-42",
+            "acme-shop-pr-42",
             &PatchParams::apply("kubectl"),
             &Patch::Apply(json!({
                 "apiVersion": "promotion.io/v1alpha1", "kind": "PullRequestTracker",
-                "metadata": {"name": "shop-pr-42", "labels": {"owner": "ops"}},
+                "metadata": {"name": "acme-shop-pr-42", "labels": {"owner": "ops"}},
             })),
         )
         .await
@@ -392,7 +392,13 @@ async fn a_pull_request_from_a_fork_gets_no_tracker() {
     .await;
     assert_eq!(code, StatusCode::ACCEPTED);
     assert!(text.contains("fork"), "{text}");
-    assert!(s.api.get_opt("shop-pr-42").await.expect("read").is_none());
+    assert!(
+        s.api
+            .get_opt("acme-shop-pr-42")
+            .await
+            .expect("read")
+            .is_none()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -411,7 +417,13 @@ async fn github_unreachable_refuses_the_delivery_and_writes_nothing() {
     assert_eq!(code, StatusCode::BAD_GATEWAY, "{text}");
     assert!(text.contains("502 server error"), "{text}");
     assert_eq!(fake.gets(), 1);
-    assert!(s.api.get_opt("shop-pr-42").await.expect("read").is_none());
+    assert!(
+        s.api
+            .get_opt("acme-shop-pr-42")
+            .await
+            .expect("read")
+            .is_none()
+    );
 
     // A PR GitHub does not show (404) is refused as well, naming the credentials.
     fake.recover();
@@ -423,7 +435,13 @@ async fn github_unreachable_refuses_the_delivery_and_writes_nothing() {
     .await;
     assert_eq!(code, StatusCode::BAD_GATEWAY, "{text}");
     assert!(text.contains("credentials"), "{text}");
-    assert!(s.api.get_opt("shop-pr-42").await.expect("read").is_none());
+    assert!(
+        s.api
+            .get_opt("acme-shop-pr-42")
+            .await
+            .expect("read")
+            .is_none()
+    );
 }
 
 /// GitHub's `application/x-www-form-urlencoded` content type: the JSON is the
@@ -460,7 +478,13 @@ async fn form_encoded_deliveries_are_accepted() {
         StatusCode::UNAUTHORIZED,
         "a signature over the JSON alone is not GitHub's"
     );
-    assert!(s.api.get_opt("shop-pr-42").await.expect("read").is_none());
+    assert!(
+        s.api
+            .get_opt("acme-shop-pr-42")
+            .await
+            .expect("read")
+            .is_none()
+    );
     let (code, text) = send(
         &s.router,
         "/webhooks/github",
@@ -734,7 +758,7 @@ async fn the_resync_catches_lost_deliveries() {
     prs.close(REPO, 43);
     // Opened while it was down, never delivered: #45.
     prs.open(REPO, 45, SHA3);
-    let untouched = s.api.get("shop-pr-44").await.expect("tracker 44");
+    let untouched = s.api.get("acme-shop-pr-44").await.expect("tracker 44");
 
     let report = s.sync.resync().await;
     assert!(report.failures.is_empty(), "{:?}", report.failures);
@@ -744,24 +768,34 @@ async fn the_resync_catches_lost_deliveries() {
     assert_eq!(
         applied,
         [
-            Applied::Created(format!("{ns}/shop-pr-45")),
-            Applied::Updated(format!("{ns}/shop-pr-42")),
-            Applied::Updated(format!("{ns}/shop-pr-43")),
+            Applied::Created(format!("{ns}/acme-shop-pr-45")),
+            Applied::Updated(format!("{ns}/acme-shop-pr-42")),
+            Applied::Updated(format!("{ns}/acme-shop-pr-43")),
         ],
         "#44 agreed and was not looked at again"
     );
     assert_eq!(
-        s.api.get("shop-pr-42").await.expect("42").spec.head_sha,
+        s.api
+            .get("acme-shop-pr-42")
+            .await
+            .expect("42")
+            .spec
+            .head_sha,
         SHA2
     );
-    assert!(s.api.get("shop-pr-43").await.expect("43").spec.closed);
+    assert!(s.api.get("acme-shop-pr-43").await.expect("43").spec.closed);
     assert_eq!(
-        s.api.get("shop-pr-45").await.expect("45").spec.head_sha,
+        s.api
+            .get("acme-shop-pr-45")
+            .await
+            .expect("45")
+            .spec
+            .head_sha,
         SHA3
     );
     assert_eq!(
         s.api
-            .get("shop-pr-44")
+            .get("acme-shop-pr-44")
             .await
             .expect("44")
             .metadata

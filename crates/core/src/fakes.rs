@@ -294,6 +294,13 @@ impl TestRunner for FakeCi {
         let r = runs
             .get_mut(&id)
             .ok_or_else(|| PortError::permanent("run not found (404)"))?;
+        if run
+            .correlation_id
+            .as_deref()
+            .is_some_and(|c| c != r.correlation_id)
+        {
+            return Err(crate::ports::not_ours(run, Some(&r.correlation_id)));
+        }
         r.polls += 1;
         let state = if r.cancelled {
             RunState::Cancelled
@@ -361,6 +368,13 @@ impl TestRunner for FakeCi {
         if let Ok(id) = run.run_id.parse::<u64>()
             && let Some(r) = lock(&self.runs).get_mut(&id)
         {
+            if run
+                .correlation_id
+                .as_deref()
+                .is_some_and(|c| c != r.correlation_id)
+            {
+                return Err(crate::ports::not_ours(run, Some(&r.correlation_id)));
+            }
             r.cancelled = true;
         }
         Ok(())
@@ -379,9 +393,25 @@ pub struct FakeArgo {
     pub manual_sync: Mutex<bool>,
     /// Crash points, shared with the other fakes of a test.
     pub crashes: Arc<Crashes>,
+    opt_ins: Mutex<HashMap<String, String>>,
 }
 
 impl FakeArgo {
+    /// Sets the opt-in annotation of `app`; an app without one set here opts in to every
+    /// namespace (`*`), so tests that are not about tenancy need not say it.
+    pub fn set_opt_in(&self, app: &str, value: &str) {
+        lock(&self.opt_ins).insert(app.to_string(), value.to_string());
+    }
+
+    fn opt_in(&self, app: &str) -> Option<String> {
+        Some(
+            lock(&self.opt_ins)
+                .get(app)
+                .cloned()
+                .unwrap_or_else(|| "*".into()),
+        )
+    }
+
     /// A fake with no applications.
     pub fn new(crashes: Arc<Crashes>) -> Self {
         Self {
@@ -441,6 +471,7 @@ impl ArgoCdClient for FakeArgo {
                 health: HealthStatus::Missing,
                 revisions: vec![],
                 operation_phase: None,
+                opt_in: self.opt_in(&app.name),
             });
         };
         Ok(AppStatus {
@@ -456,6 +487,7 @@ impl ArgoCdClient for FakeArgo {
             },
             revisions: vec![rev.clone()],
             operation_phase: None,
+            opt_in: self.opt_in(&app.name),
         })
     }
 

@@ -2,6 +2,7 @@
 //! protocol that moves it. It reaches CI systems, Argo CD, GitHub, Kubernetes
 //! events and its own persisted state only through the traits in [`ports`].
 
+pub mod access;
 pub mod callbacks;
 pub mod conditions;
 pub mod delivery;

@@ -42,6 +42,7 @@ pub fn run_ref(run: &TestRun) -> Option<RunRef> {
         connection: run.connection.clone(),
         job: run.job.clone(),
         run_id: run.run_id.clone()?,
+        correlation_id: run.correlation_id.clone(),
     })
 }
 

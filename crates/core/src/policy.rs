@@ -13,6 +13,9 @@ pub struct PolicyError {
     pub field: String,
     /// Why it is wrong.
     pub reason: String,
+    /// The condition reason: `Invalid`, or why the namespace may not use it
+    /// (`ConnectionNotAllowed`, `JobNotAllowed`).
+    pub code: &'static str,
 }
 
 impl PolicyError {
@@ -21,6 +24,16 @@ impl PolicyError {
         Self {
             field: field.into(),
             reason: reason.into(),
+            code: "Invalid",
+        }
+    }
+
+    /// A use the policy's namespace is not granted, at `field`.
+    pub fn denied(field: impl Into<String>, denied: crate::access::Denied) -> Self {
+        Self {
+            field: field.into(),
+            reason: denied.message,
+            code: denied.reason,
         }
     }
 }

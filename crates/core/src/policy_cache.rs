@@ -1,5 +1,6 @@
 //! PolicyCache: every policy, indexed by (namespace, source environment), fed by a watch.
 
+use crate::access::{AccessRules, Denied, NamespaceLabels};
 use crate::policy::{PolicyError, validate_policy};
 use crate::selector;
 use promotion_api::PromotionPolicySpec;
@@ -77,6 +78,15 @@ pub struct PolicyCache {
     inner: Arc<RwLock<Index>>,
     // The configured CI connections; None: not known, so not checked.
     connections: Option<Arc<BTreeSet<String>>>,
+    // Who may use which connection and repository; None: not checked.
+    access: Option<Access>,
+}
+
+/// The grants and the namespace labels they are judged with.
+#[derive(Clone)]
+struct Access {
+    rules: Arc<AccessRules>,
+    labels: Arc<dyn NamespaceLabels>,
 }
 
 #[derive(Default)]
@@ -97,6 +107,45 @@ impl PolicyCache {
         Self {
             connections: Some(Arc::new(names.into_iter().collect())),
             ..Self::default()
+        }
+    }
+
+    /// The same cache, judging every policy and tracker against `rules`, with the
+    /// namespace labels `labels` knows.
+    pub fn with_access(
+        mut self,
+        rules: Arc<AccessRules>,
+        labels: Arc<dyn NamespaceLabels>,
+    ) -> Self {
+        self.access = Some(Access { rules, labels });
+        self
+    }
+
+    /// Whether `namespace` may run `job` of `provider` through `connection` (always, with no rules).
+    pub fn check_test(
+        &self,
+        namespace: &str,
+        provider: promotion_api::Provider,
+        connection: Option<&str>,
+        job: &str,
+    ) -> Result<(), Denied> {
+        match &self.access {
+            Some(a) => a.rules.check_test(
+                namespace,
+                a.labels.labels(namespace).as_ref(),
+                provider,
+                connection,
+                job,
+            ),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether trackers in `namespace` may follow `owner/name` (always, with no rules).
+    pub fn check_repository(&self, namespace: &str, owner: &str, name: &str) -> Result<(), Denied> {
+        match &self.access {
+            Some(a) => a.rules.check_repository(namespace, owner, name),
+            None => Ok(()),
         }
     }
 
@@ -126,6 +175,12 @@ impl PolicyCache {
                     ));
                 }
             }
+        }
+        if let Some(a) = &self.access {
+            let labels = a.labels.labels(&policy.namespace);
+            a.rules
+                .check_policy(&policy.namespace, labels.as_ref(), &policy.spec)
+                .map_err(|(field, denied)| PolicyError::denied(field, denied))?;
         }
         if let Some(path) = index.cycle_through(policy) {
             return Err(PolicyError::new(

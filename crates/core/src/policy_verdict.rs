@@ -48,7 +48,7 @@ impl PolicyVerdict {
                 "the policy is valid",
                 g,
             ),
-            Err(e) => conditions::set(&mut conds, types::VALID, false, "Invalid", e.to_string(), g),
+            Err(e) => conditions::set(&mut conds, types::VALID, false, e.code, e.to_string(), g),
         }
         match (&self.valid, self.rivals.is_empty()) {
             (Err(_), _) => conditions::set(

@@ -44,6 +44,21 @@ pub struct RunRef {
     pub job: String,
     /// The CI system's id of the run.
     pub run_id: String,
+    /// The correlation id the run must carry to be acted on (read, cancelled): the
+    /// controller's own, recomputed from the tracker. `None`: not checked.
+    pub correlation_id: Option<String>,
+}
+
+/// The error of a run that does not carry the correlation id it must: another tracker's
+/// run (or no tracker's), which is neither followed nor cancelled.
+pub fn not_ours(run: &RunRef, carried: Option<&str>) -> PortError {
+    PortError::permanent(format!(
+        "run {} of {} does not carry correlation id {} (it carries {}): it is not this tracker's run, so it is neither followed nor cancelled",
+        run.run_id,
+        run.job,
+        run.correlation_id.as_deref().unwrap_or_default(),
+        carried.unwrap_or("none")
+    ))
 }
 
 /// What `find` concluded about the run a trigger request may have started.
@@ -210,6 +225,9 @@ pub struct AppStatus {
     pub revisions: Vec<String>,
     /// The phase of the last sync operation (Running, Succeeded, Failed, Error), if any.
     pub operation_phase: Option<String>,
+    /// The application's opt-in annotation (`promotion.io/allow-promotion-from`), if any:
+    /// the engine uses the rest only for a namespace it names ([`crate::access::app_readable_by`]).
+    pub opt_in: Option<String>,
 }
 
 impl AppStatus {

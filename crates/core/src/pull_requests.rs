@@ -23,6 +23,10 @@ pub struct RepositorySettings {
     pub name: String,
     /// The namespace trackers are created in.
     pub namespace: String,
+    /// The namespaces whose trackers may follow this repository (`"*"`: any), besides
+    /// `namespace`; a tracker anywhere else is refused (`RepositoryNotAllowed`).
+    #[serde(default)]
+    pub namespaces: Vec<String>,
     /// The environment PRs enter at.
     pub environment: String,
     /// The entry environment's Argo CD application; its name may hold variables (`${PR_NUMBER}`).
@@ -31,11 +35,35 @@ pub struct RepositorySettings {
     /// copied to the tracker's labels, so policy selectors can choose by them.
     #[serde(default)]
     pub copy_labels: Vec<String>,
-    /// Track PRs whose head branch lives in another repository (a fork). Off by default:
-    /// a fork's code would be deployed and tested with this repository's environments.
+    /// What to do with PRs whose head branch lives in another repository (a fork):
+    /// `ignore` (the default), `track`, or `gate` (tracked, but every promotion waits
+    /// for a person's approval). A fork's code would be deployed and tested with this
+    /// repository's environments.
     #[serde(default)]
-    pub allow_forks: bool,
+    pub forks: Option<Forks>,
+    /// Deprecated (one release): `true` is `forks: track`, `false` is `forks: ignore`.
+    #[serde(default)]
+    pub allow_forks: Option<bool>,
 }
+
+/// What a repository does with pull requests from forks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Forks {
+    /// No tracker.
+    #[default]
+    Ignore,
+    /// Tracked like any other PR.
+    Track,
+    /// Tracked, but nothing is promoted until a person approves each hop
+    /// (`promotion.io/approve: <env>@<sha>`).
+    Gate,
+}
+
+/// The label on a tracker of a fork's PR under `forks: gate`: every hop waits for approval.
+pub const FORK_LABEL: &str = "promotion.io/fork";
+/// The value of [`FORK_LABEL`] that gates.
+pub const FORK_GATED: &str = "gate";
 
 /// Why a pull request gets no tracker, or the settings are unusable.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -44,7 +72,7 @@ pub enum PullRequestError {
     #[error("pull request {0}")]
     Malformed(String),
     /// The head branch is in another repository and the settings do not allow forks.
-    #[error("pull request #{number} comes from {head} (a fork) and allowForks is off")]
+    #[error("pull request #{number} comes from {head} (a fork) and forks is ignore")]
     FromFork {
         /// The PR number.
         number: u64,
@@ -65,6 +93,22 @@ impl RepositorySettings {
     /// `owner/name`.
     pub fn full_name(&self) -> String {
         format!("{}/{}", self.owner, self.name)
+    }
+
+    /// What to do with forks' PRs (`forks`, or the deprecated `allowForks`).
+    pub fn fork_policy(&self) -> Forks {
+        match (self.forks, self.allow_forks) {
+            (Some(f), _) => f,
+            (None, Some(true)) => Forks::Track,
+            (None, _) => Forks::Ignore,
+        }
+    }
+
+    /// The namespaces that may track this repository: `namespace` and `namespaces`.
+    pub fn tracking_namespaces(&self) -> Vec<String> {
+        let mut all = vec![self.namespace.clone()];
+        all.extend(self.namespaces.iter().cloned());
+        all
     }
 
     /// Whether these settings are the repository `owner/name` (GitHub names ignore case).
@@ -94,6 +138,14 @@ impl RepositorySettings {
         if self.copy_labels.iter().any(|p| p.trim().is_empty()) {
             return Err(problem("copyLabels holds an empty pattern".into()));
         }
+        if self.namespaces.iter().any(|n| n.trim().is_empty()) {
+            return Err(problem("namespaces holds an empty name".into()));
+        }
+        if self.forks.is_some() && self.allow_forks.is_some() {
+            return Err(problem(
+                "both forks and the deprecated allowForks are set; keep only forks".into(),
+            ));
+        }
         Ok(())
     }
 }
@@ -111,17 +163,59 @@ pub struct DesiredTracker {
     pub labels: BTreeMap<String, String>,
 }
 
-/// The tracker name of a PR: `<repo>-pr-<number>`, as a DNS-1123 name.
-pub fn tracker_name(repo: &str, number: u64) -> String {
-    let mut base: String = repo
-        .to_ascii_lowercase()
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-        .collect();
+/// The longest Kubernetes object name that is also a DNS label.
+const MAX_NAME: usize = 63;
+
+/// The tracker name of a PR: `<owner>-<repo>-pr-<number>`, a DNS-1123 label. When that is
+/// longer than 63 characters, or could be read as another repository's (an owner with a
+/// `-`, a character mapped to `-`), the start is cut and a hash of `owner/repo` keeps
+/// names of different repositories apart.
+pub fn tracker_name(owner: &str, repo: &str, number: u64) -> String {
+    let base = dns_part(&format!("{owner}-{repo}"));
+    let suffix = format!("-pr-{number}");
+    // Read back unambiguously: the owner ends at the first `-`, the repository maps 1:1.
+    let exact = !owner.is_empty()
+        && owner.chars().all(|c| c.is_ascii_alphanumeric())
+        && !repo.is_empty()
+        && repo.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        && !repo.starts_with('-')
+        && !repo.ends_with('-');
+    if exact && base.len() + suffix.len() <= MAX_NAME {
+        return format!("{base}{suffix}");
+    }
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(format!("{owner}/{repo}").to_ascii_lowercase());
+    let hash: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
+    let room = MAX_NAME.saturating_sub(suffix.len() + hash.len() + 1);
+    let mut cut: String = base.chars().take(room).collect();
+    while cut.ends_with('-') {
+        cut.pop();
+    }
+    if cut.is_empty() {
+        format!("{hash}{suffix}")
+    } else {
+        format!("{cut}-{hash}{suffix}")
+    }
+}
+
+/// The name trackers had before names held the owner (`<repo>-pr-<number>`): a tracker
+/// of that name is still used, when its spec is this very repository and PR.
+pub fn legacy_tracker_name(repo: &str, number: u64) -> String {
+    let mut base = dns_part(repo);
     base.truncate(40);
     let base = base.trim_matches('-');
     let base = if base.is_empty() { "pr" } else { base };
     format!("{base}-pr-{number}")
+}
+
+/// Lowercase, every character but `[a-z0-9]` a `-`, without `-` at the ends.
+fn dns_part(text: &str) -> String {
+    let mapped: String = text
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    mapped.trim_matches('-').to_string()
 }
 
 /// The tracker `pr` of the repository `settings` describe should have.
@@ -145,7 +239,8 @@ pub fn desired_tracker(
         .head_repository
         .as_ref()
         .is_none_or(|head| !head.eq_ignore_ascii_case(&own));
-    if from_fork && !settings.allow_forks {
+    let forks = settings.fork_policy();
+    if from_fork && forks == Forks::Ignore {
         return Err(PullRequestError::FromFork {
             number: pr.number,
             head: pr
@@ -154,7 +249,7 @@ pub fn desired_tracker(
                 .unwrap_or_else(|| "a deleted repository".into()),
         });
     }
-    let name = tracker_name(&settings.name, pr.number);
+    let name = tracker_name(&settings.owner, &settings.name, pr.number);
     let mut spec = PullRequestTrackerSpec {
         repository: Repository {
             owner: settings.owner.clone(),
@@ -176,11 +271,15 @@ pub fn desired_tracker(
                 repository: own.clone(),
                 problem: format!("application.name: {e}"),
             })?;
+    let mut labels = copied_labels(&settings.copy_labels, &pr.labels);
+    if from_fork && forks == Forks::Gate {
+        labels.insert(FORK_LABEL.to_owned(), FORK_GATED.to_owned());
+    }
     Ok(DesiredTracker {
         name,
         namespace: settings.namespace.clone(),
         spec,
-        labels: copied_labels(&settings.copy_labels, &pr.labels),
+        labels,
     })
 }
 
@@ -268,7 +367,9 @@ mod tests {
                 name: "shop-pr-${PR_NUMBER}-${HEAD_SHA_SHORT}".into(),
             },
             copy_labels: vec!["team:*".into(), "area/*".into(), "hotfix".into()],
-            allow_forks: false,
+            forks: None,
+            allow_forks: None,
+            namespaces: vec![],
         }
     }
 
@@ -285,14 +386,75 @@ mod tests {
 
     #[test]
     fn tracker_names_are_dns_labels() {
-        assert_eq!(tracker_name("Shop_API", 42), "shop-api-pr-42");
-        assert_eq!(tracker_name("--", 1), "pr-pr-1");
+        assert_eq!(legacy_tracker_name("Shop_API", 42), "shop-api-pr-42");
+        assert_eq!(legacy_tracker_name("--", 1), "pr-pr-1");
+    }
+
+    #[test]
+    fn same_named_repositories_of_two_owners_get_distinct_tracker_names() {
+        let a = tracker_name("acme", "shop", 7);
+        let b = tracker_name("other", "shop", 7);
+        assert_eq!(a, "acme-shop-pr-7");
+        assert_ne!(a, b);
+        // An owner with a `-` could be read as another split of the same words.
+        assert_ne!(tracker_name("a-b", "c", 1), tracker_name("a", "b-c", 1));
+        assert_ne!(tracker_name("a_b", "c", 1), tracker_name("a-b", "c", 1));
+        let long = "x".repeat(80);
+        for (o, r) in [(long.as_str(), "shop"), ("acme", long.as_str())] {
+            let n = tracker_name(o, r, 123_456);
+            assert!(n.len() <= 63, "{n}");
+            assert!(n.ends_with("-pr-123456"), "{n}");
+            assert!(
+                n.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            );
+        }
+        assert_ne!(
+            tracker_name(&long, "shop", 1),
+            tracker_name(&format!("{long}y"), "shop", 1),
+            "cut names keep their hash"
+        );
+    }
+
+    #[test]
+    fn forks_gate_tracks_with_the_gate_label() {
+        let mut fork = pr(true, &[]);
+        fork.head_repository = Some("mallory/shop".into());
+        let gated = RepositorySettings {
+            forks: Some(Forks::Gate),
+            ..settings()
+        };
+        let t = desired_tracker(&gated, &fork).expect("tracked");
+        assert_eq!(
+            t.labels.get(FORK_LABEL).map(String::as_str),
+            Some(FORK_GATED)
+        );
+        let own = desired_tracker(&gated, &pr(true, &[])).expect("tracked");
+        assert!(
+            !own.labels.contains_key(FORK_LABEL),
+            "own branches are not gated"
+        );
+        let track = RepositorySettings {
+            forks: Some(Forks::Track),
+            ..settings()
+        };
+        let t = desired_tracker(&track, &fork).expect("tracked");
+        assert!(!t.labels.contains_key(FORK_LABEL));
+        let both = RepositorySettings {
+            forks: Some(Forks::Track),
+            allow_forks: Some(true),
+            ..settings()
+        };
+        assert!(
+            both.check().is_err(),
+            "forks and allowForks together are a mistake"
+        );
     }
 
     #[test]
     fn a_pull_request_becomes_its_tracker_with_variables_substituted() {
         let t = desired_tracker(&settings(), &pr(true, &[])).expect("tracked");
-        assert_eq!(t.name, "shop-pr-42");
+        assert_eq!(t.name, "acme-shop-pr-42");
         assert_eq!(t.namespace, "team-a");
         assert_eq!(t.spec.application.name, "shop-pr-42-3f2c9a1");
         assert_eq!(t.spec.head_sha, SHA);
@@ -315,7 +477,9 @@ mod tests {
             "deleted head repo"
         );
         let allowed = RepositorySettings {
-            allow_forks: true,
+            forks: None,
+            allow_forks: Some(true),
+            namespaces: vec![],
             ..settings()
         };
         assert!(desired_tracker(&allowed, &fork).is_ok());

@@ -301,10 +301,15 @@ impl StandIns {
     /// [`StandIns::connections_yaml`] with bare workflow names referring to `repository` (`owner/name`).
     pub fn connections_yaml_for(&self, repository: &str) -> String {
         let entry = |name: &str, url: &str, secret: &str| {
-            serde_json::json!({
+            let mut e = serde_json::json!({
                 "name": name, "kind": name, "url": url, "default": true,
                 "secretRef": {"name": secret},
-            })
+            });
+            if name != "github" {
+                // The stand-ins belong to no team: every namespace may use them.
+                e["allowedNamespaces"] = serde_json::json!(["*"]);
+            }
+            e
         };
         let mut actions = entry("github-actions", &self.github_url, GITHUB_ACTIONS_SECRET);
         actions["settings"] = serde_json::json!({ "repository": repository });

@@ -92,6 +92,8 @@ fn request(provider: Provider, job: &str, git_ref: Option<&str>, id: &str) -> Tr
 
 fn run_ref(req: &TriggerRequest, handle: &RunHandle) -> RunRef {
     RunRef {
+        // The real adapters check the run carries it before reading or cancelling.
+        correlation_id: Some(req.correlation_id.clone()),
         provider: req.provider,
         connection: None,
         job: req.job.clone(),
@@ -571,4 +573,97 @@ async fn find_all(
         promotion_core::ports::Found::Absent => None,
         promotion_core::ports::Found::NotSure(why) => panic!("find is not sure: {why}"),
     }
+}
+
+/// A run id of another tracker's run (another correlation id) is neither read nor
+/// cancelled by any of the three CI adapters; the run goes on.
+#[tokio::test]
+async fn no_adapter_reads_or_cancels_a_run_that_carries_another_correlation_id() {
+    let script = CiScript::new(QUICK);
+    for job in ["team-a/slow", "team-a/slow-e2e", "slow.yml"] {
+        script.set(job, Outcome::Pass, NEVER);
+    }
+    let s = start(&script, None).await;
+    let jenkins = JenkinsRunner::new(&ci_connection(
+        &s,
+        ConnectionKind::Jenkins,
+        "jenkins-credentials",
+    ))
+    .expect("jenkins");
+    let gitlab = GitLabRunner::new(&ci_connection(
+        &s,
+        ConnectionKind::Gitlab,
+        "gitlab-credentials",
+    ))
+    .expect("gitlab");
+    let actions = GitHubActionsRunner::new(github_connection(&s, "github-actions-credentials"));
+    let cases: [(&dyn TestRunner, TriggerRequest); 3] = [
+        (
+            &jenkins,
+            request(Provider::Jenkins, "team-a/slow", None, "prc-team-a-1"),
+        ),
+        (
+            &gitlab,
+            request(
+                Provider::Gitlab,
+                "team-a/slow-e2e",
+                Some("main"),
+                "prc-team-a-2",
+            ),
+        ),
+        (
+            &actions,
+            request(
+                Provider::GithubActions,
+                "slow.yml",
+                Some("main"),
+                "prc-team-a-3",
+            ),
+        ),
+    ];
+    for (runner, req) in cases {
+        let handle = runner.trigger(&req).await.expect("trigger");
+        let theirs = run_ref(&req, &handle);
+        // Let a Jenkins item become its build, so both kinds of id are tried.
+        let theirs = match runner.status(&theirs).await.expect("status").run_id {
+            Some(id) => RunRef {
+                run_id: id,
+                ..theirs
+            },
+            None => theirs,
+        };
+        let forged = RunRef {
+            correlation_id: Some("prc-team-b".into()),
+            ..theirs.clone()
+        };
+        let err = runner.status(&forged).await.expect_err("not ours to read");
+        assert_eq!(err.kind, ErrorKind::Permanent, "{err}");
+        assert!(
+            err.message
+                .contains("does not carry correlation id prc-team-b"),
+            "{err}"
+        );
+        let err = runner
+            .cancel(&forged)
+            .await
+            .expect_err("not ours to cancel");
+        assert!(
+            err.message.contains("does not carry correlation id"),
+            "{err}"
+        );
+        let still = runner
+            .status(&theirs)
+            .await
+            .expect("the owner still reads it");
+        assert!(
+            !still.state.is_final(),
+            "{}: the run goes on: {still:?}",
+            req.job
+        );
+    }
+    assert!(
+        s.journal.finished().is_empty(),
+        "{:#?}",
+        s.journal.finished()
+    );
 }

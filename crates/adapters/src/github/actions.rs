@@ -260,6 +260,19 @@ fn run_state(status: Option<&str>, conclusion: Option<&str>) -> (RunState, Strin
 }
 
 /// Whether `title` holds `id` as a whole word (so `prc-1` does not match `prc-12`).
+/// Refuses a run whose title does not carry the correlation id `run` asks for.
+fn check_ours(run: &RunRef, found: &Run) -> Result<(), PortError> {
+    let Some(wanted) = run.correlation_id.as_deref() else {
+        return Ok(());
+    };
+    let title = found.display_title.as_deref().unwrap_or("");
+    if mentions(title, wanted) {
+        Ok(())
+    } else {
+        Err(promotion_core::ports::not_ours(run, None))
+    }
+}
+
 fn mentions(title: &str, id: &str) -> bool {
     if id.is_empty() {
         return false;
@@ -521,6 +534,7 @@ impl TestRunner for GitHubActionsRunner {
             &workflow.repo_segments(&["actions", "runs", &id]),
         );
         let found: Run = connection.read(&call).await?;
+        check_ours(run, &found)?;
         let (state, message) = run_state(found.status.as_deref(), found.conclusion.as_deref());
         Ok(RunStatus {
             state,
@@ -605,6 +619,16 @@ impl TestRunner for GitHubActionsRunner {
         let connection = self.connection(run.connection.as_deref())?;
         let workflow = Workflow::parse(connection, &run.job)?;
         let id = Self::run_id(run)?.to_string();
+        if run.correlation_id.is_some() {
+            // Only a run that carries this tracker's correlation id is cancelled.
+            let read = Call::new(
+                Method::GET,
+                Effect::Read,
+                &workflow.repo_segments(&["actions", "runs", &id]),
+            );
+            let found: Run = connection.read(&read).await?;
+            check_ours(run, &found)?;
+        }
         let call = Call::new(
             Method::POST,
             Effect::Write,

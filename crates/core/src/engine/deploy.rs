@@ -3,6 +3,7 @@
 //! deployTimeout, or the controller's default); then Deploying fails.
 
 use super::{Engine, EngineError, Next, Step, backoff};
+use crate::access::{APPLICATION_NOT_OPTED_IN, app_readable_by};
 use crate::conditions::{self, types};
 use crate::ports::EventType;
 use k8s_openapi::jiff::Timestamp;
@@ -17,7 +18,28 @@ impl Engine {
             .clone()
             .unwrap_or_else(|| s.tracker.spec.application.clone());
         let sha = s.tracker.spec.head_sha.clone();
+        let ns = s.tracker.metadata.namespace.clone().unwrap_or_default();
         match self.ports.argo.application_status(&app).await {
+            Ok(st) if !app_readable_by(st.opt_in.as_deref(), &ns) => {
+                // What the app runs is none of this namespace's business until its owners say so.
+                let msg = not_opted_in(&app, &ns);
+                if s.status.message.as_deref() != Some(msg.as_str()) {
+                    s.status.message = Some(msg.clone());
+                    let g = s.generation();
+                    conditions::set_unknown(
+                        &mut s.status.conditions,
+                        types::SYNCED,
+                        APPLICATION_NOT_OPTED_IN,
+                        msg.clone(),
+                        g,
+                    );
+                    s.condition(types::READY, false, APPLICATION_NOT_OPTED_IN, msg.clone());
+                    s.save().await?;
+                    s.event(EventType::Warning, APPLICATION_NOT_OPTED_IN, msg)
+                        .await;
+                }
+                Ok(Next::Wait(Some(self.config.poll_interval * 6)))
+            }
             Ok(st) if st.deployed_at(&sha) => {
                 s.status.phase = Some(Phase::Synced);
                 let msg = format!(
@@ -102,4 +124,14 @@ impl Engine {
             }
         }
     }
+}
+
+/// Why a tracker in `namespace` may not read `app`.
+pub(super) fn not_opted_in(app: &promotion_api::ApplicationRef, namespace: &str) -> String {
+    format!(
+        "Argo CD Application {}/{} has not opted in to namespace {namespace}: its annotation {} must name it (\"{namespace}/<environment>\" or \"*\") before its status is read",
+        app.namespace,
+        app.name,
+        crate::access::OPT_IN_ANNOTATION
+    )
 }

@@ -81,6 +81,9 @@ impl Engine {
             },
         };
         let spec = snapshot::as_spec(&gate);
+        if let Some(denied) = refused(s, &spec) {
+            return self.fail(s, denied.reason, vec![denied.message]).await;
+        }
         let vars = s.vars_for(&gate);
         arm(&mut s.status.test_runs);
         s.status.gate_started_at = Some(Time(Timestamp::now()));
@@ -192,6 +195,8 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let reason = match e {
             LookupError::Conflict { .. } => "PolicyConflict",
+            // A refused grant says which, so the team knows to ask, not to fix a typo.
+            LookupError::Invalid { error, .. } if error.code != "Invalid" => error.code,
             LookupError::Invalid { .. } => "PolicyInvalid",
             LookupError::PolicyNotFound { .. } => "PolicyNotFound",
         };
@@ -218,7 +223,11 @@ impl Engine {
                     c.type_ == types::READY
                         && matches!(
                             c.reason.as_str(),
-                            "PolicyNotFound" | "PolicyInvalid" | "PolicyConflict"
+                            "PolicyNotFound"
+                                | "PolicyInvalid"
+                                | "PolicyConflict"
+                                | crate::access::CONNECTION_NOT_ALLOWED
+                                | crate::access::JOB_NOT_ALLOWED
                         )
                 });
                 if was_unusable {
@@ -322,6 +331,9 @@ impl Engine {
             s.save().await?;
         }
         if !adoption.armed.is_empty() {
+            if let Some(denied) = refused(s, &spec) {
+                return self.fail(s, denied.reason, vec![denied.message]).await;
+            }
             triggers
                 .trigger(&mut s.status.test_runs, &adoption.armed, &spec, &vars)
                 .await;
@@ -404,13 +416,19 @@ impl Engine {
                     )
                     .await;
                 }
-                if gate.auto_promote {
+                let fork = fork_gated(s);
+                if gate.auto_promote && !fork {
                     let by = self.config.controller_name.clone();
                     self.claim_target(s, &gate, &by).await
                 } else {
                     s.status.phase = Some(Phase::AwaitingApproval);
+                    let whose = if fork {
+                        " (a pull request from a fork: its repository gates forks, so every promotion waits for a person)"
+                    } else {
+                        ""
+                    };
                     let wait = format!(
-                        "{msg}; waiting for approval: annotate with {APPROVE_ANNOTATION}={}@{}",
+                        "{msg}; waiting for approval{whose}: annotate with {APPROVE_ANNOTATION}={}@{}",
                         gate.target, s.tracker.spec.head_sha
                     );
                     s.status.message = Some(wait.clone());
@@ -479,6 +497,31 @@ impl Engine {
             }
         }
     }
+}
+
+/// Whether the tracker follows a fork's PR of a repository with `forks: gate`.
+pub(super) fn fork_gated(s: &Step<'_>) -> bool {
+    use crate::pull_requests::{FORK_GATED, FORK_LABEL};
+    s.tracker
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(FORK_LABEL))
+        .is_some_and(|v| v == FORK_GATED)
+}
+
+/// The first test of `spec` the tracker's namespace may not run: checked again right
+/// before a trigger, whatever the policy's verdict said, so a grant is never bypassed.
+fn refused(
+    s: &Step<'_>,
+    spec: &promotion_api::PromotionPolicySpec,
+) -> Option<crate::access::Denied> {
+    let ns = s.tracker.metadata.namespace.as_deref().unwrap_or_default();
+    spec.external_tests.iter().find_map(|t| {
+        s.policies
+            .check_test(ns, t.provider, t.connection.as_deref(), &t.job)
+            .err()
+    })
 }
 
 /// What a running gate's policy says now.

@@ -67,6 +67,8 @@ pub struct EngineConfig {
     pub deploy_timeout: Duration,
     /// The configured CI connections, so a policy naming another is invalid; None: not checked.
     pub connections: Option<BTreeSet<String>>,
+    /// Which namespaces may use which connection, job and repository; None: not checked.
+    pub access: Option<Arc<crate::access::AccessRules>>,
 }
 
 impl Default for EngineConfig {
@@ -78,6 +80,7 @@ impl Default for EngineConfig {
             controller_name: "promotion-controller".into(),
             deploy_timeout: Duration::from_secs(30 * 60),
             connections: None,
+            access: None,
         }
     }
 }
@@ -137,7 +140,7 @@ impl Engine {
     ) -> Result<Option<Duration>, EngineError> {
         let mut step = Step {
             tracker,
-            status: tracker.status.clone().unwrap_or_default(),
+            status: own_correlation_ids(tracker),
             policies,
             store,
             events,
@@ -163,7 +166,7 @@ impl Engine {
         let policies = PolicyCache::new();
         let mut step = Step {
             tracker,
-            status: tracker.status.clone().unwrap_or_default(),
+            status: own_correlation_ids(tracker),
             policies: &policies,
             store,
             events,
@@ -173,6 +176,13 @@ impl Engine {
 
     async fn transition(&self, s: &mut Step<'_>) -> Result<Next, EngineError> {
         let spec = &s.tracker.spec;
+        let ns = s.tracker.metadata.namespace.as_deref().unwrap_or_default();
+        if let Err(denied) =
+            s.policies
+                .check_repository(ns, &spec.repository.owner, &spec.repository.name)
+        {
+            return self.refuse(s, denied).await;
+        }
         if spec.closed {
             return self.close(s).await;
         }
@@ -216,6 +226,61 @@ impl Engine {
             Some(Phase::Completed) | Some(Phase::Closed) => Ok(Next::Wait(None)),
         }
     }
+}
+
+impl Engine {
+    /// The tracker may not act for its repository: it shows why, once, and does nothing
+    /// else (no trigger, no commit status, no label, no Application touched).
+    async fn refuse(
+        &self,
+        s: &mut Step<'_>,
+        denied: crate::access::Denied,
+    ) -> Result<Next, EngineError> {
+        let shown = s.status.conditions.iter().any(|c| {
+            c.type_ == crate::conditions::types::READY
+                && c.reason == denied.reason
+                && c.message == denied.message
+                && c.observed_generation == s.generation()
+        });
+        if !shown {
+            s.status.message = Some(denied.message.clone());
+            s.condition(
+                crate::conditions::types::READY,
+                false,
+                denied.reason,
+                denied.message.clone(),
+            );
+            s.save().await?;
+            s.event(EventType::Warning, denied.reason, denied.message)
+                .await;
+        }
+        // The grants change only with the configuration (a restart).
+        Ok(Next::Wait(None))
+    }
+}
+
+/// The tracker's status with every run's correlation id recomputed from what only the
+/// tracker itself determines (its uid, the gate's environment, SHA and attempt, the test):
+/// a status edited to name another tracker's run is then polled, adopted and cancelled
+/// only if that run carries this tracker's id, which the CI adapters check.
+fn own_correlation_ids(tracker: &PullRequestTracker) -> promotion_api::PullRequestTrackerStatus {
+    let mut status = tracker.status.clone().unwrap_or_default();
+    let uid = tracker.metadata.uid.clone().unwrap_or_default();
+    let env = status
+        .current_environment
+        .clone()
+        .unwrap_or_else(|| tracker.spec.environment.clone());
+    let sha = status
+        .head_sha
+        .clone()
+        .unwrap_or_else(|| tracker.spec.head_sha.clone());
+    let attempt = status.attempt.unwrap_or(1);
+    for run in &mut status.test_runs {
+        run.correlation_id = Some(crate::trigger::correlation_id(
+            &uid, &env, &sha, attempt, &run.name,
+        ));
+    }
+    status
 }
 
 fn describe_runs(runs: &[TestRun]) -> String {

@@ -99,7 +99,7 @@ impl Engine {
             PolicyCheck::Changed(next) => return Ok(next),
             PolicyCheck::Unusable => return Ok(Next::Wait(Some(self.config.poll_interval * 6))),
         }
-        let by = if gate.auto_promote {
+        let by = if gate.auto_promote && !super::gate::fork_gated(s) {
             self.config.controller_name.clone()
         } else {
             match approval(s, &gate) {
@@ -227,7 +227,13 @@ impl Engine {
             .application
             .clone()
             .unwrap_or_else(|| s.tracker.spec.application.clone());
+        let ns = s.tracker.metadata.namespace.clone().unwrap_or_default();
         match self.ports.argo.application_status(&app).await {
+            Ok(st) if !crate::access::app_readable_by(st.opt_in.as_deref(), &ns) => {
+                Deployed::Unknown(crate::ports::PortError::permanent(
+                    super::deploy::not_opted_in(&app, &ns),
+                ))
+            }
             Ok(st) if st.deployed_at(&s.tracker.spec.head_sha) => Deployed::Yes,
             Ok(st) => Deployed::No(format!(
                 "{} is {:?}/{:?} at {}, not at {}",
