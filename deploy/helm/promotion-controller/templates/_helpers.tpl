@@ -65,3 +65,16 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- define "promotion-controller.approverRoleName" -}}
 {{ default (printf "%s-approver" (include "promotion-controller.fullname" .)) .Values.approval.approverRole.name }}
 {{- end }}
+
+{{/* "true" when a connection grants namespaces by their labels: the controller then watches Namespaces. */}}
+{{- define "promotion-controller.watchesNamespaces" -}}
+{{- range .Values.config.connections }}{{ if .namespaceSelector }}true{{ end }}{{ end }}
+{{- end }}
+
+{{- define "promotion-controller.namespaceRules" -}}
+# Namespace labels, for connections granted by namespaceSelector: watched
+# (list, watch) only when a connection uses one.
+- apiGroups: [""]
+  resources: ["namespaces"]
+  verbs: ["list", "watch"]
+{{- end }}
