@@ -108,7 +108,7 @@ async fn scenarios(client: &Client, world: &World, script: &CiScript) -> Result<
     println!("\n=== Scenario 1: PR acme/shop#42 goes dev -> staging -> prod ===");
     world.open_pull_request("acme", "shop", 42, SHA_42).await?;
     println!("[demo] GitHub sent pull_request 'opened' for #42 to the controller's webhook");
-    let done = follow(client, world, "shop-pr-42", 42, SHA_42, |t| {
+    let done = follow(client, world, "acme-shop-pr-42", 42, SHA_42, |t| {
         phase(t) == "Completed" && env(t) == "prod"
     })
     .await?;
@@ -119,11 +119,11 @@ async fn scenarios(client: &Client, world: &World, script: &CiScript) -> Result<
     world.deploy("shop-dev", SHA_43).await?;
     println!("[demo] shop-dev now deploys {}", short(SHA_43));
     world.open_pull_request("acme", "shop", 43, SHA_43).await?;
-    let failed = follow(client, world, "shop-pr-43", 43, SHA_43, |t| {
+    let failed = follow(client, world, "acme-shop-pr-43", 43, SHA_43, |t| {
         phase(t) == "Failed"
     })
     .await?;
-    println!("\nWhy it failed, as `kubectl describe prt shop-pr-43` shows it:");
+    println!("\nWhy it failed, as `kubectl describe prt acme-shop-pr-43` shows it:");
     let status = failed.status.clone().unwrap_or_default();
     println!("  message: {}", status.message.unwrap_or_default());
     for c in &status.conditions {
@@ -141,10 +141,10 @@ async fn scenarios(client: &Client, world: &World, script: &CiScript) -> Result<
             run.url.clone().unwrap_or_default()
         );
     }
-    print_events(client, "shop-pr-43").await?;
+    print_events(client, "acme-shop-pr-43").await?;
     print_table(client, "pullrequesttrackers").await?;
     println!(
-        "\nA new push (headSha) or `kubectl annotate prt shop-pr-43 promotion.io/retry=1` starts the gate again."
+        "\nA new push (headSha) or `kubectl annotate prt acme-shop-pr-43 promotion.io/retry=1` starts the gate again."
     );
     plugin_views(client).await
 }

@@ -274,18 +274,21 @@ pub async fn run(
             }
         }))
     });
-    let trackers_stream = reflector::reflector(writer, watcher::watcher(trackers, watch_config).modify(slim))
-        .default_backoff()
-        .applied_objects()
-        // Our own status writes would wake every tracker again; spec, labels and annotations are what matter.
-        .predicate_filter(
-            predicates::generation
-                .combine(predicates::annotations)
-                .combine(predicates::labels)
-                .combine(predicates::finalizers)
-                .combine(deletion),
-            Default::default(),
-        );
+    let trackers_stream = reflector::reflector(
+        writer,
+        watcher::watcher(trackers, watch_config).modify(slim),
+    )
+    .default_backoff()
+    .applied_objects()
+    // Our own status writes would wake every tracker again; spec, labels and annotations are what matter.
+    .predicate_filter(
+        predicates::generation
+            .combine(predicates::annotations)
+            .combine(predicates::labels)
+            .combine(predicates::finalizers)
+            .combine(deletion),
+        Default::default(),
+    );
     let by_namespace = {
         let reader = reader.clone();
         changed_rx.flat_map(move |ns: String| {

@@ -849,3 +849,124 @@ async fn team_b_repository_of_the_same_name_never_takes_over_team_a_tracker() {
     let _ = &w.b;
     let _ = &w.script;
 }
+
+/// A team-b `pull_request` delivery for `other/tools#7`, signed with `key`, through `router`.
+async fn deliver_b_pr(
+    router: &axum::Router,
+    key: &[u8],
+    id: &str,
+) -> (axum::http::StatusCode, String) {
+    use axum::body::Body;
+    use hmac::{Hmac, Mac};
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    let repo =
+        json!({"id": 70, "name": "tools", "full_name": "other/tools", "owner": {"login": "other"}});
+    let body = serde_json::to_vec(&json!({
+        "action": "opened", "number": 7,
+        "pull_request": {"number": 7, "state": "open", "updated_at": "2026-11-25T10:00:00Z",
+            "head": {"ref": "feature", "sha": SHA, "repo": repo},
+            "base": {"ref": "main", "sha": OLD, "repo": repo}},
+        "repository": repo,
+        "sender": {"login": "team-b-member", "id": 2, "type": "User"}
+    }))
+    .expect("json");
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key).expect("key");
+    mac.update(&body);
+    let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    let req = axum::http::Request::post("/webhooks/github")
+        .header("content-type", "application/json")
+        .header("x-github-event", "pull_request")
+        .header("x-github-delivery", id)
+        .header("x-hub-signature-256", signature)
+        .body(Body::from(body))
+        .expect("request");
+    let resp = router.clone().oneshot(req).await.expect("answer");
+    let status = resp.status();
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    (status, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn team_b_cannot_get_in_through_a_short_webhook_secret_or_a_replayed_delivery() {
+    use promotion_controller::webhook::{WebhookSecrets, Webhooks};
+    let w = World::start(
+        "tenancy-webhooks",
+        CiScript::new(Duration::from_millis(300)),
+        "ignore",
+    )
+    .await;
+    w.standins.pull_requests.open("other/tools", 7, SHA);
+    let sync = Arc::new(PullRequestSync::new(
+        w.client.clone(),
+        w._wiring.pull_request_reader(),
+        w.file.repositories.clone(),
+    ));
+    let router_with = |key: &'static [u8]| {
+        let (wake, _) = futures::channel::mpsc::unbounded();
+        Webhooks::new(
+            move || WebhookSecrets {
+                github: Some(key.to_vec()),
+                gitlab: None,
+                jenkins: None,
+            },
+            wake,
+        )
+        .with_pull_requests(sync.clone())
+        .router()
+    };
+    w.create_team_a_tracker().await;
+
+    // 4: a secret anyone could guess opens no door, even with a valid signature.
+    const SHORT: &[u8] = b"tools";
+    let (code, text) = deliver_b_pr(&router_with(SHORT), SHORT, "b-delivery-1").await;
+    assert_eq!(code, 503, "{text}");
+    assert!(
+        w.trackers(&w.b)
+            .get_opt(B_TRACKER)
+            .await
+            .expect("read")
+            .is_none(),
+        "a tracker was created through a short secret"
+    );
+
+    // 9: a signed delivery, replayed after its tracker was deleted, recreates nothing.
+    const GOOD: &[u8] = b"a-long-random-webhook-secret-of-32b";
+    let router = router_with(GOOD);
+    let (code, text) = deliver_b_pr(&router, GOOD, "b-delivery-2").await;
+    assert_eq!(code, 202, "{text}");
+    w.trackers(&w.b)
+        .delete(B_TRACKER, &Default::default())
+        .await
+        .expect("deleting team-b's tracker");
+    let deadline = Instant::now() + PATIENCE;
+    while w
+        .trackers(&w.b)
+        .get_opt(B_TRACKER)
+        .await
+        .expect("read")
+        .is_some()
+    {
+        assert!(Instant::now() < deadline, "the tracker was never deleted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for id in ["b-delivery-2", "b-delivery-made-up"] {
+        let (code, text) = deliver_b_pr(&router, GOOD, id).await;
+        assert_eq!(code, 200, "{text}");
+        assert_eq!(text, "duplicate delivery, ignored");
+    }
+    assert!(
+        w.trackers(&w.b)
+            .get_opt(B_TRACKER)
+            .await
+            .expect("read")
+            .is_none(),
+        "the replay recreated team-b's tracker"
+    );
+    w.team_a_promoted().await;
+}

@@ -925,7 +925,7 @@ async fn endpoints_with_an_empty_or_short_secret_refuse_everything() {
     let trackers: Api<PullRequestTracker> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
     assert!(
         trackers
-            .get_opt("shop-pr-42")
+            .get_opt("acme-shop-pr-42")
             .await
             .expect("read")
             .is_none()
@@ -1050,10 +1050,16 @@ async fn a_replayed_delivery_is_ignored_even_after_its_tracker_is_deleted() {
     assert_eq!(code, StatusCode::ACCEPTED, "{text}");
     assert!(text.contains("created"), "{text}");
     s.api
-        .delete("shop-pr-42", &Default::default())
+        .delete("acme-shop-pr-42", &Default::default())
         .await
         .expect("deleting the tracker");
-    assert!(s.api.get_opt("shop-pr-42").await.expect("read").is_none());
+    assert!(
+        s.api
+            .get_opt("acme-shop-pr-42")
+            .await
+            .expect("read")
+            .is_none()
+    );
 
     let (code, text) = github_delivery(&s.router, "pull_request", &id, &event).await;
     assert_eq!(code, StatusCode::OK, "{text}");
@@ -1062,7 +1068,11 @@ async fn a_replayed_delivery_is_ignored_even_after_its_tracker_is_deleted() {
     assert_eq!(code, StatusCode::OK, "the same body under a new id: {text}");
     assert_eq!(text, "duplicate delivery, ignored");
     assert!(
-        s.api.get_opt("shop-pr-42").await.expect("read").is_none(),
+        s.api
+            .get_opt("acme-shop-pr-42")
+            .await
+            .expect("read")
+            .is_none(),
         "the replay recreated the tracker"
     );
 }

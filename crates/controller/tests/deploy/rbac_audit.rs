@@ -300,7 +300,7 @@ config:
     let trackers: Api<PullRequestTracker> = Api::namespaced(client.clone(), &team);
     // A refused status write is shown on the tracker (the merge patch of its conditions) ...
     wait_until("the refused write to show", &mut c, async || {
-        let t = trackers.get("shop-pr-42").await.ok()?;
+        let t = trackers.get("acme-shop-pr-42").await.ok()?;
         status_text(&t).contains("ReconcileError").then_some(())
     })
     .await;
@@ -339,7 +339,7 @@ config:
     .await
     .expect("syncing the staging Application");
     wait_until("the tracker to complete in staging", &mut c, async || {
-        let t = trackers.get("shop-pr-42").await.ok()?;
+        let t = trackers.get("acme-shop-pr-42").await.ok()?;
         let s = t.status.as_ref()?;
         (s.phase == Some(Phase::Completed) && s.current_environment.as_deref() == Some("staging"))
             .then_some(())
@@ -349,7 +349,7 @@ config:
     drop(c);
 
     // The credentials it used are nowhere a tenant (or a log reader) looks.
-    let status = status_text(&trackers.get("shop-pr-42").await.expect("the tracker"));
+    let status = status_text(&trackers.get("acme-shop-pr-42").await.expect("the tracker"));
     let notes: Vec<String> = Api::<Event>::namespaced(client.clone(), &team)
         .list(&ListParams::default())
         .await
