@@ -12,7 +12,9 @@ use crate::status;
 use async_trait::async_trait;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use promotion_api::ApplicationRef;
-use promotion_core::ports::{AppStatus, ArgoCdClient, Hold, PortError, PromotionRequest};
+use promotion_core::ports::{
+    AppStatus, ArgoCdClient, Hold, PROMOTED_ANNOTATION, PortError, PromotionRequest,
+};
 use std::future::Future;
 use std::sync::Arc;
 
@@ -207,6 +209,17 @@ impl ArgoCdClient for KubeArgoCd {
             "promoted application"
         );
         Ok(())
+    }
+
+    async fn promotion_marker(&self, app: &ApplicationRef) -> Result<Option<String>, PortError> {
+        let api = self.api(app).await?;
+        let obj = self.get(&api, app).await?;
+        Ok(obj
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(PROMOTED_ANNOTATION))
+            .cloned())
     }
 
     async fn holder(&self, app: &ApplicationRef) -> Result<Option<String>, PortError> {

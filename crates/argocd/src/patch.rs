@@ -7,7 +7,7 @@
 use crate::model::{AppData, SourceView};
 use crate::options::{PROMOTE_SOURCE, PromoteOptions, SourceSelector};
 use kube::api::DynamicObject;
-use promotion_core::ports::PromotionRequest;
+use promotion_core::ports::{PROMOTED_ANNOTATION, PromotionRequest};
 use serde_json::{Map, Value, json};
 
 /// Who Argo CD shows as having started the sync operation.
@@ -74,11 +74,20 @@ pub(crate) fn plan(
     if let Some(rv) = &obj.metadata.resource_version {
         metadata.insert("resourceVersion".into(), json!(rv));
     }
+    let mut annotations = Map::new();
     if opts.refresh {
-        metadata.insert(
-            "annotations".into(),
-            json!({ REFRESH_ANNOTATION: "normal" }),
+        annotations.insert(REFRESH_ANNOTATION.into(), json!("normal"));
+    }
+    if !req.tracker.is_empty() {
+        // In the same write as the revision, so a crash before the record was saved
+        // leaves proof that this tracker moved the app.
+        annotations.insert(
+            PROMOTED_ANNOTATION.into(),
+            json!(format!("{}@{}", req.tracker, req.revision)),
         );
+    }
+    if !annotations.is_empty() {
+        metadata.insert("annotations".into(), Value::Object(annotations));
     }
     let mut patch = json!({ "metadata": metadata, "spec": spec_patch });
     if opts.sync {
@@ -198,6 +207,7 @@ mod tests {
             policy_namespace: "team-a".into(),
             policy: "to-prod".into(),
             target_environment: "prod".into(),
+            tracker: String::new(),
             revision: rev.into(),
         }
     }

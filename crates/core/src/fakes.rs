@@ -394,9 +394,16 @@ pub struct FakeArgo {
     /// Crash points, shared with the other fakes of a test.
     pub crashes: Arc<Crashes>,
     opt_ins: Mutex<HashMap<String, String>>,
+    markers: Mutex<HashMap<String, String>>,
+    reads: Mutex<usize>,
 }
 
 impl FakeArgo {
+    /// How many reads of an application were made (status, holder, marker).
+    pub fn reads(&self) -> usize {
+        *lock(&self.reads)
+    }
+
     /// Sets the opt-in annotation of `app`; an app without one set here opts in to every
     /// namespace (`*`), so tests that are not about tenancy need not say it.
     pub fn set_opt_in(&self, app: &str, value: &str) {
@@ -464,6 +471,7 @@ impl FakeArgo {
 #[async_trait]
 impl ArgoCdClient for FakeArgo {
     async fn application_status(&self, app: &ApplicationRef) -> Result<AppStatus, PortError> {
+        *lock(&self.reads) += 1;
         let apps = lock(&self.apps);
         let Some((rev, synced)) = apps.get(&app.name) else {
             return Ok(AppStatus {
@@ -499,6 +507,12 @@ impl ArgoCdClient for FakeArgo {
             let current = apps.get(&app.name).map(|a| a.0.clone());
             if current.as_deref() != Some(req.revision.as_str()) {
                 apps.insert(app.name.clone(), (req.revision.clone(), !manual));
+                if !req.tracker.is_empty() {
+                    lock(&self.markers).insert(
+                        app.name.clone(),
+                        format!("{}@{}", req.tracker, req.revision),
+                    );
+                }
                 lock(&self.promotions).push((app.name.clone(), req.revision.clone()));
             }
         }
@@ -506,7 +520,13 @@ impl ArgoCdClient for FakeArgo {
         Ok(())
     }
 
+    async fn promotion_marker(&self, app: &ApplicationRef) -> Result<Option<String>, PortError> {
+        *lock(&self.reads) += 1;
+        Ok(lock(&self.markers).get(&app.name).cloned())
+    }
+
     async fn holder(&self, app: &ApplicationRef) -> Result<Option<String>, PortError> {
+        *lock(&self.reads) += 1;
         Ok(lock(&self.holds).get(&app.name).cloned())
     }
 

@@ -257,6 +257,10 @@ pub struct PromotionRequest {
     pub target_environment: String,
     /// The revision to deploy.
     pub revision: String,
+    /// The holder id of the tracker that promotes (empty: none), written on the app with
+    /// the revision in [`PROMOTED_ANNOTATION`] so a promotion whose record a crash lost is
+    /// found again.
+    pub tracker: String,
 }
 
 /// Reads and moves Argo CD applications.
@@ -267,6 +271,8 @@ pub trait ArgoCdClient: Send + Sync {
     /// Points the application at `req.revision`. Idempotent: pointing it at the
     /// revision it already has changes nothing.
     async fn promote(&self, app: &ApplicationRef, req: &PromotionRequest) -> Result<(), PortError>;
+    /// The last promotion written on `app` (its [`PROMOTED_ANNOTATION`]: `<holder id>@<revision>`).
+    async fn promotion_marker(&self, app: &ApplicationRef) -> Result<Option<String>, PortError>;
     /// Who holds `app` (the [`HELD_BY_ANNOTATION`] on it), if anyone.
     async fn holder(&self, app: &ApplicationRef) -> Result<Option<String>, PortError>;
     /// Takes the hold of `app` for `holder` when nobody holds it, `holder` already does, or
@@ -285,6 +291,10 @@ pub trait ArgoCdClient: Send + Sync {
 /// The annotation on an Argo CD Application naming the tracker that holds its
 /// environment: `<namespace>/<name>/<uid>`.
 pub const HELD_BY_ANNOTATION: &str = "promotion.io/held-by";
+
+/// The annotation the promotion's own patch writes on an Argo CD Application:
+/// `<holder id>@<revision>`, atomically with the revision it names.
+pub const PROMOTED_ANNOTATION: &str = "promotion.io/promoted";
 
 /// What an attempt to hold an application found.
 #[derive(Clone, Debug, PartialEq, Eq)]

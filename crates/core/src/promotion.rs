@@ -62,8 +62,10 @@ impl<'a> PromotionExecutor<'a> {
         &self,
         pending: &PendingPromotion,
         policy_namespace: &str,
+        tracker: &str,
     ) -> Result<(), PortError> {
         let req = PromotionRequest {
+            tracker: tracker.to_string(),
             policy_namespace: policy_namespace.to_string(),
             policy: pending.policy.clone(),
             target_environment: pending.target.clone(),

@@ -308,6 +308,35 @@ impl<'a> TriggerManager<'a> {
         out
     }
 
+    /// Finds the runs of sent intents that have no run id, arming nothing: what a
+    /// cancellation needs after a restart lost the ids kept in memory. A run not found
+    /// stays as it is.
+    pub async fn locate(
+        &self,
+        runs: &mut [TestRun],
+        policy: &PromotionPolicySpec,
+        vars: &Variables,
+    ) {
+        let lookups = runs
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.run_id.is_none() && !is_final(r.state) && !is_planned(r))
+            .filter(|(_, r)| {
+                last_attempt(r).and_then(|a| a.outcome) != Some(TriggerOutcome::NotSent)
+            })
+            .filter_map(|(i, run)| {
+                let test = policy.external_tests.iter().find(|t| t.name == run.name)?;
+                let req = request_for(test, run, vars).ok()?;
+                let since = find_since(run);
+                Some(async move { (i, self.runner.find(&req, since).await) })
+            });
+        for (i, found) in join_all(lookups).await {
+            if let Ok(Found::Run(handle)) = found {
+                adopt(&mut runs[i], handle);
+            }
+        }
+    }
+
     /// `find` could not see back to the intent's time: the run may exist, so it is never
     /// sent again on this answer. It is looked for again a grace period later (a search
     /// that reached its page cap is costly); the per-test timeout, counted from the first

@@ -36,6 +36,7 @@ fn one_test_policy(job: &str, timeout: Option<&str>) -> CachedPolicy {
 
 struct World {
     ci: Arc<FakeCi>,
+    argo: Arc<FakeArgo>,
     engine: Engine,
     policies: PolicyCache,
     store: MemoryStore,
@@ -51,7 +52,7 @@ fn world(grace: Duration, max_rearms: usize) -> World {
     let engine = Engine::new(
         Ports {
             runner: ci.clone(),
-            argo,
+            argo: argo.clone(),
             github,
         },
         EngineConfig {
@@ -63,6 +64,7 @@ fn world(grace: Duration, max_rearms: usize) -> World {
     );
     World {
         ci,
+        argo,
         engine,
         policies: PolicyCache::new(),
         store: MemoryStore::default(),
@@ -258,16 +260,18 @@ async fn a_rate_limited_trigger_is_sent_again_when_asked_without_a_search_or_a_r
 
 #[tokio::test]
 async fn a_conflict_on_the_answer_save_never_triggers_twice() {
-    // The store refuses the save after the trigger (someone else wrote the tracker): the
-    // next reconcile sees the armed intent without a run id and must adopt, not resend.
+    // The store refuses the first save after the trigger (someone else wrote the tracker):
+    // the run's id, kept in memory, goes with the refused write, so the next reconcile
+    // sees the armed intent without a run id and must adopt, not resend.
     let w = world(Duration::from_secs(3600), 1);
     w.policies.upsert(one_test_policy("smoke", None));
-    // Saves: Deploying, Synced, plan (intent) go through; the answer save is refused.
+    // Saves: the armed intent (the app runs the SHA at first sight) goes through; the
+    // next one, the promotion's record, is refused.
     w.store
         .conflicts
         .lock()
         .expect("lock")
-        .extend([false, false, false, true]);
+        .extend([false, true]);
     let mut t = tracker();
     for _ in 0..10 {
         let _ = w
@@ -392,9 +396,12 @@ async fn an_intent_that_provably_never_left_is_sent_at_once_after_a_restart() {
     // Issue #11 case 6: the process dies right after the first write that holds the
     // gate's intents, before any trigger left. Those intents were saved armed, so the
     // restart could not tell them from a sent trigger and waited the whole grace (an
-    // hour here) after a `find`. Saved planned (with Synced) and armed only by the
-    // write just before the trigger, they are sent at once, without a search.
+    // hour here) after a `find`. Saved planned (with the write that shows the PR waiting
+    // for Argo CD) and armed only by the write just before the trigger, they are sent
+    // at once, without a search.
     let w = world(Duration::from_secs(3600), 1);
+    w.argo
+        .deploy("shop-dev", "0000000000000000000000000000000000000000");
     w.policies.upsert(one_test_policy("smoke", None));
     w.store.crashes.arm(CrashPoint::AfterIntentSave);
     let mut t = tracker();
@@ -409,7 +416,8 @@ async fn an_intent_that_provably_never_left_is_sent_at_once_after_a_restart() {
     let saved = t.status.clone().expect("status");
     assert_eq!(saved.test_runs.len(), 1, "the intent was saved");
 
-    // The restart: one reconcile on what was saved.
+    // Argo CD deploys the PR while the controller is down; the restart: one reconcile.
+    w.argo.deploy("shop-dev", SHA);
     step(&w, &mut t).await;
     let st = t.status.clone().expect("status");
     assert_eq!(
@@ -419,13 +427,93 @@ async fn an_intent_that_provably_never_left_is_sent_at_once_after_a_restart() {
         st.test_runs
     );
     assert_eq!(w.ci.calls().find, 0, "nothing to look for");
-    let run = &st.test_runs[0];
-    assert!(run.run_id.is_some(), "{run:?}");
-    assert_eq!(run.attempts.len(), 1, "one attempt, not a re-arm");
-    assert_eq!(run.attempts[0].outcome, Some(TriggerOutcome::Started));
+    assert_eq!(
+        st.test_runs[0].attempts.len(),
+        1,
+        "armed once, not re-armed"
+    );
 
     until_gate_done(&w, &mut t).await;
     let st = t.status.expect("status");
     assert_eq!(st.promotions.len(), 1, "promoted: {:?}", st.message);
     assert_eq!(w.ci.triggered("smoke"), 1);
+    // The trigger's answer was kept in memory and written with the record.
+    let run = &st.promotions[0].test_runs[0];
+    assert!(run.run_id.is_some(), "{run:?}");
+    assert_eq!(run.attempts.len(), 1, "one attempt, not a re-arm");
+    assert_eq!(run.attempts[0].outcome, Some(TriggerOutcome::Started));
+}
+
+#[tokio::test]
+async fn a_hop_is_written_twice_and_the_journey_end_once() {
+    // Issue #13: the armed intents (before the trigger) and the promotion's record are
+    // the writes a hop needs; Synced, the run ids, the pending promotion and the
+    // Application step used to be written on their own (10 writes for this journey).
+    let w = world(Duration::from_secs(3600), 1);
+    w.policies.upsert(one_test_policy("smoke", None));
+    let mut t = tracker();
+    for _ in 0..50 {
+        let after = step(&w, &mut t).await;
+        if t.status.as_ref().and_then(|s| s.phase) == Some(Phase::Completed) {
+            break;
+        }
+        tokio::time::sleep(after.unwrap_or(Duration::from_millis(5))).await;
+    }
+    let st = t.status.expect("status");
+    assert_eq!(st.phase, Some(Phase::Completed), "{:?}", st.message);
+    assert_eq!(st.promotions.len(), 1);
+    assert_eq!(
+        *w.store.saves.lock().expect("lock"),
+        3,
+        "armed intents, record, Completed"
+    );
+    assert_eq!(w.ci.triggered("smoke"), 1);
+}
+
+#[tokio::test]
+async fn a_promotion_sent_before_a_crash_is_recorded_even_if_the_policy_changed_meanwhile() {
+    // The pending promotion is no longer written before the Application is moved; the
+    // patch itself marks the app `<tracker>@<sha>`. The process dies after the patch,
+    // before the record; the policy is edited while it is down. The restart must record
+    // the promotion that went out, not restart the gate and forget it.
+    let w = world(Duration::from_millis(50), 1);
+    w.policies.upsert(one_test_policy("smoke", None));
+    w.argo.crashes.arm(CrashPoint::AfterPromote);
+    let mut t = tracker();
+    let crashed = async {
+        loop {
+            let after = step(&w, &mut t).await;
+            tokio::time::sleep(after.unwrap_or(Duration::from_millis(5))).await;
+        }
+    };
+    tokio::select! {
+        _ = crashed => unreachable!(),
+        _ = w.argo.crashes.wait_hit() => {}
+    }
+    t.status = w.store.status.lock().expect("lock").clone();
+    assert_eq!(
+        w.argo.promotions().len(),
+        1,
+        "the app moved before the crash"
+    );
+    assert!(
+        t.status.as_ref().is_some_and(|s| s.promotions.is_empty()),
+        "and no record was saved"
+    );
+
+    let mut edited = one_test_policy("smoke", None);
+    edited.generation = Some(2);
+    w.policies.upsert(edited);
+    for _ in 0..10 {
+        step(&w, &mut t).await;
+        if t.status.as_ref().is_some_and(|s| !s.promotions.is_empty()) {
+            break;
+        }
+    }
+    let st = t.status.expect("status");
+    assert_eq!(st.promotions.len(), 1, "recorded: {:?}", st.message);
+    assert_eq!(st.promotions[0].target, "staging");
+    assert_eq!(st.current_environment.as_deref(), Some("staging"));
+    assert_eq!(w.argo.promotions().len(), 1, "moved once");
+    assert_eq!(w.ci.triggered("smoke"), 1, "the gate was not run again");
 }

@@ -199,6 +199,9 @@ async fn a_status_naming_another_trackers_run_neither_follows_nor_cancels_it() {
     w.policies
         .upsert(policy("team-b", "jenkins-b", "team-b/smoke"));
     let a = run(&w, tracker("team-a", "acme"), 3).await;
+    // A gate older than three polls (3 ms here) writes its runs' progress, ids included.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let a = run(&w, a, 1).await;
     let a_run = a.status.expect("status").test_runs[0].clone();
     assert!(a_run.run_id.is_some());
     let mut b = run(&w, tracker("team-b", "bee"), 3).await;

@@ -166,7 +166,7 @@ async fn promotion_steps_are_idempotent() {
         number: 7,
     };
     for _ in 0..2 {
-        exec.update_application(&pending, "ns")
+        exec.update_application(&pending, "ns", "ns/pr-1/u-1")
             .await
             .expect("promote");
         exec.label(&pending, &pr).await.expect("label");

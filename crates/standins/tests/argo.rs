@@ -66,6 +66,7 @@ fn request() -> PromotionRequest {
         policy_namespace: "team-a".into(),
         policy: "to-prod".into(),
         target_environment: "prod".into(),
+        tracker: String::new(),
         revision: NEW.into(),
     }
 }

@@ -72,6 +72,7 @@ pub fn request(revision: &str) -> PromotionRequest {
         policy_namespace: "team-a".into(),
         policy: "to-prod".into(),
         target_environment: "prod".into(),
+        tracker: String::new(),
         revision: revision.into(),
     }
 }

@@ -48,15 +48,11 @@ impl Engine {
                     s.short_sha()
                 );
                 s.status.message = Some(msg.clone());
-                s.condition(types::SYNCED, true, "Synced", msg.clone());
+                s.condition(types::SYNCED, true, "Synced", msg);
                 s.condition(types::READY, true, "Progressing", "deployed; gate next");
-                // The gate's plan rides on this write, so that a restart before the gate is
-                // armed can send it at once (a policy that cannot be planned is judged next).
-                if let Ok(policy) = s.lookup() {
-                    let _ = self.plan_gate(s, &policy);
-                }
-                s.save().await?;
-                s.event(EventType::Normal, "Synced", msg).await;
+                // Not written on its own: the gate's next step (armed intents, Completed, or
+                // why it cannot start) is saved with it, and no Event repeats what status says.
+                s.deployed_checked = true;
                 Ok(Next::Continue)
             }
             Ok(st) => {
@@ -103,6 +99,9 @@ impl Engine {
                         msg,
                         g,
                     );
+                    // The gate's plan rides on this write, so that a restart between the
+                    // arming write and the trigger can tell a run that never left.
+                    self.plan_if_unplanned(s);
                     s.save().await?;
                 }
                 Ok(Next::Wait(Some(self.config.poll_interval)))

@@ -44,7 +44,18 @@ impl Engine {
         Ok(gate)
     }
 
-    /// The gate planned with the Synced write, if it is this environment's, on the
+    /// Plans this environment's gate if its policy is known and it is not planned yet,
+    /// so the plan rides on a write that happens anyway (a policy that cannot be planned
+    /// is judged when the gate starts).
+    pub(super) fn plan_if_unplanned(&self, s: &mut Step<'_>) {
+        if let Ok(policy) = s.lookup()
+            && Self::planned_gate(s, &policy).is_none()
+        {
+            let _ = self.plan_gate(s, &policy);
+        }
+    }
+
+    /// The gate planned by an earlier write, if it is this environment's, on the
     /// policy as it is now, and none of its runs was armed yet.
     fn planned_gate(s: &Step<'_>, policy: &CachedPolicy) -> Option<GateSnapshot> {
         let gate = s.status.gate.as_ref()?;
@@ -112,7 +123,7 @@ impl Engine {
             .with_max_rearms(self.config.max_rearms)
             .trigger(&mut s.status.test_runs, &names, &spec, &vars)
             .await;
-        s.save().await?;
+        // The answers (run ids) are kept in memory, not written: see `unsaved`.
         self.report_commit_statuses(s, &before).await;
         if !names.is_empty() {
             s.event(
@@ -255,12 +266,17 @@ impl Engine {
         gate: &GateSnapshot,
         policy: &CachedPolicy,
     ) -> Result<Next, EngineError> {
+        if let Some(pending) = self.sent_promotion(s, gate).await {
+            // The gate passed and its promotion went out before the edit was seen.
+            return Ok(self.resume_promotion(s, pending));
+        }
         let why = format!(
             "policy {} changed (generation {} -> {}) during the gate",
             policy.name,
             gate.generation.unwrap_or_default(),
             policy.generation.unwrap_or_default()
         );
+        self.locate_runs(s).await;
         let errors = TestMonitor::new(self.ports.runner.as_ref())
             .cancel_active(&mut s.status.test_runs, &format!("cancelled: {why}"))
             .await;
@@ -327,17 +343,16 @@ impl Engine {
         let adoption = triggers
             .adopt_or_rearm(&mut s.status.test_runs, &spec, &vars)
             .await;
-        if adoption.changed {
-            s.save().await?;
-        }
         if !adoption.armed.is_empty() {
             if let Some(denied) = refused(s, &spec) {
                 return self.fail(s, denied.reason, vec![denied.message]).await;
             }
+            // Re-armed intents are saved before they are sent, as the first ones were;
+            // an adoption only is kept in memory.
+            s.save().await?;
             triggers
                 .trigger(&mut s.status.test_runs, &adoption.armed, &spec, &vars)
                 .await;
-            s.save().await?;
         }
         let monitor = TestMonitor::new(self.ports.runner.as_ref());
         let mut changed = monitor.poll(&mut s.status.test_runs).await;
@@ -378,8 +393,10 @@ impl Engine {
                 } else if usable {
                     s.condition(types::READY, true, "Progressing", "gate tests running");
                 }
-                changed |= s.status.conditions != conditions_before;
-                if changed {
+                // Progress is written only where people must see it: a condition that
+                // changed, or a gate that runs long enough for its runs' links to matter.
+                let shown = s.status.conditions != conditions_before;
+                if shown || (s.runs_unsaved() && self.gate_is_long(s)) {
                     s.save().await?;
                 }
                 let polls = next_check(&s.status.test_runs, self.config.poll_interval);
@@ -390,7 +407,7 @@ impl Engine {
             Verdict::AnyTimeout(reasons) => self.fail(s, "TestsTimedOut", reasons).await,
             _ if !usable => {
                 // Passed, but nothing may be promoted by a policy that is gone or invalid now.
-                if changed {
+                if changed || s.runs_unsaved() {
                     s.save().await?;
                 }
                 Ok(Next::Wait(Some(self.config.poll_interval * 6)))
@@ -438,6 +455,17 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// Whether the gate has run for three poll intervals: from then on its runs' progress
+    /// (ids, links, states) is written as it moves, so a long gate shows it in status.
+    fn gate_is_long(&self, s: &Step<'_>) -> bool {
+        let Some(started) = &s.status.gate_started_at else {
+            return true;
+        };
+        let long = k8s_openapi::jiff::SignedDuration::try_from(self.config.poll_interval * 3)
+            .unwrap_or(k8s_openapi::jiff::SignedDuration::MAX);
+        Timestamp::now().duration_since(started.0) >= long
     }
 
     /// Runs that just timed out are cancelled in their CI system too, required or

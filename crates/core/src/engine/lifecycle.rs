@@ -16,6 +16,7 @@ impl Engine {
         if s.status.phase == Some(Phase::Closed) {
             return Ok(Next::Wait(None));
         }
+        self.locate_runs(s).await;
         let errors = TestMonitor::new(self.ports.runner.as_ref())
             .cancel_active(
                 &mut s.status.test_runs,
@@ -60,6 +61,7 @@ impl Engine {
 
     /// Deletion: runs cancelled, an interrupted promotion recorded, environments released.
     pub(super) async fn delete(&self, s: &mut Step<'_>) -> Result<(), EngineError> {
+        self.locate_runs(s).await;
         let errors = TestMonitor::new(self.ports.runner.as_ref())
             .cancel_active(
                 &mut s.status.test_runs,
@@ -93,9 +95,39 @@ impl Engine {
         Ok(())
     }
 
+    /// Looks up the runs whose ids only a process that died knew (see `unsaved`), so
+    /// that cancelling them reaches the CI system.
+    pub(super) async fn locate_runs(&self, s: &mut Step<'_>) {
+        let Some(gate) = s.status.gate.clone() else {
+            return;
+        };
+        let lost = s.status.test_runs.iter().any(|r| {
+            r.run_id.is_none()
+                && !crate::records::is_final(r.state)
+                && !crate::trigger::is_planned(r)
+        });
+        if !lost {
+            return;
+        }
+        let spec = crate::snapshot::as_spec(&gate);
+        let vars = s.vars_for(&gate);
+        crate::trigger::TriggerManager::new(self.ports.runner.as_ref(), self.config.adoption_grace)
+            .locate(&mut s.status.test_runs, &spec, &vars)
+            .await;
+    }
+
     /// A promotion under way whose Application already moved is written to the audit
     /// trail, marked interrupted, before whatever cut it short clears it. Returns the note.
     async fn record_interrupted(&self, s: &mut Step<'_>, why: &str) -> Option<String> {
+        if s.status.pending_promotion.is_none()
+            && matches!(
+                s.status.phase,
+                Some(Phase::Testing | Phase::Queued | Phase::AwaitingApproval | Phase::Promoting)
+            )
+            && let Some(gate) = s.status.gate.clone()
+        {
+            s.status.pending_promotion = self.sent_promotion(s, &gate).await;
+        }
         let pending = s.status.pending_promotion.clone()?;
         if !pending.application_updated {
             return None;
@@ -125,6 +157,7 @@ impl Engine {
         let previous = s.status.head_sha.clone();
         let mut errors = Vec::new();
         if previous.is_some() {
+            self.locate_runs(s).await;
             errors = TestMonitor::new(self.ports.runner.as_ref())
                 .cancel_active(
                     &mut s.status.test_runs,
@@ -168,7 +201,10 @@ impl Engine {
             g,
         );
         s.condition(types::READY, true, "Progressing", "the PR is on its way");
-        s.save().await?;
+        if previous.is_some() {
+            s.save().await?;
+        }
+        // First sight is written with whatever the next step finds (armed, or waiting).
         self.announce_interrupted(s, interrupted).await;
         self.release(s, &held).await;
         if let Some(old) = previous {
@@ -215,6 +251,7 @@ impl Engine {
         reason: &str,
         reasons: Vec<String>,
     ) -> Result<Next, EngineError> {
+        self.locate_runs(s).await;
         let errors = TestMonitor::new(self.ports.runner.as_ref())
             .cancel_active(&mut s.status.test_runs, "cancelled: the gate failed")
             .await;

@@ -19,6 +19,7 @@ mod lifecycle;
 mod occupancy;
 mod promote;
 mod step;
+mod unsaved;
 
 use crate::policy_cache::PolicyCache;
 use crate::ports::{
@@ -106,6 +107,7 @@ pub struct Engine {
     ports: Ports,
     config: EngineConfig,
     directory: Option<Arc<dyn TrackerDirectory>>,
+    unsaved: unsaved::Unsaved,
 }
 
 impl Engine {
@@ -115,6 +117,7 @@ impl Engine {
             ports,
             config,
             directory: None,
+            unsaved: unsaved::Unsaved::default(),
         }
     }
 
@@ -138,21 +141,45 @@ impl Engine {
         store: &dyn TrackerStore,
         events: &dyn EventRecorder,
     ) -> Result<Option<Duration>, EngineError> {
+        let mut status = own_correlation_ids(tracker);
+        let saved_base = unsaved::fingerprint(&status);
+        let saved_runs = status.test_runs.clone();
+        let uid = tracker.metadata.uid.clone().unwrap_or_default();
+        self.unsaved.overlay(&uid, &mut status);
         let mut step = Step {
             tracker,
-            status: own_correlation_ids(tracker),
+            status,
             policies,
             store,
             events,
+            saved_base,
+            saved_runs,
+            deployed_checked: false,
         };
         // Bounded so that a bug can never spin; a real tracker needs at most a handful.
+        let mut after = Some(self.config.poll_interval);
         for _ in 0..16 {
             match self.transition(&mut step).await? {
                 Next::Continue => continue,
-                Next::Wait(after) => return Ok(after),
+                Next::Wait(a) => {
+                    after = a;
+                    break;
+                }
             }
         }
-        Ok(Some(self.config.poll_interval))
+        if step.runs_unsaved() {
+            self.unsaved.keep(
+                &uid,
+                step.saved_base,
+                std::mem::take(&mut step.status.test_runs),
+            );
+        }
+        Ok(after)
+    }
+
+    /// How many trackers have gate progress kept in memory, not yet written.
+    pub fn unsaved_trackers(&self) -> usize {
+        self.unsaved.len()
     }
 
     /// A tracker is being deleted: cancels its running tests, records a promotion it
@@ -164,12 +191,22 @@ impl Engine {
         events: &dyn EventRecorder,
     ) -> Result<(), EngineError> {
         let policies = PolicyCache::new();
+        let mut status = own_correlation_ids(tracker);
+        let saved_base = unsaved::fingerprint(&status);
+        let saved_runs = status.test_runs.clone();
+        // The run ids kept in memory are what lets the runs be cancelled; then they go.
+        let uid = tracker.metadata.uid.clone().unwrap_or_default();
+        self.unsaved.overlay(&uid, &mut status);
+        self.unsaved.forget(&uid);
         let mut step = Step {
             tracker,
-            status: own_correlation_ids(tracker),
+            saved_base,
+            saved_runs,
+            status,
             policies: &policies,
             store,
             events,
+            deployed_checked: false,
         };
         self.delete(&mut step).await
     }

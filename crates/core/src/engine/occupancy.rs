@@ -37,7 +37,7 @@ impl Engine {
         promoted_by: &str,
     ) -> Result<Next, EngineError> {
         match self.still_deployed(s).await {
-            Deployed::Yes => {}
+            Deployed::Yes => s.deployed_checked = true,
             Deployed::No(why) => return self.invalidate(s, gate, &why).await,
             Deployed::Unknown(e) => return self.hold_problem(s, &e).await,
         }
@@ -106,6 +106,9 @@ impl Engine {
                 Approval::Given(by) => by,
                 // The approval was taken back: wait for a new one, out of the queue.
                 Approval::Missing | Approval::Void(_) => {
+                    if let Some(pending) = self.sent_promotion(s, &gate).await {
+                        return Ok(self.resume_promotion(s, pending));
+                    }
                     s.status.queue = None;
                     s.status.phase = Some(Phase::AwaitingApproval);
                     s.status.message = Some(format!(
@@ -259,6 +262,9 @@ impl Engine {
         gate: &GateSnapshot,
         why: &str,
     ) -> Result<Next, EngineError> {
+        if let Some(pending) = self.sent_promotion(s, gate).await {
+            return Ok(self.resume_promotion(s, pending));
+        }
         let msg = format!(
             "the gate's verdict does not count: {why}; the gate starts again once it runs {} again",
             s.short_sha()
@@ -296,6 +302,58 @@ impl Engine {
         }
     }
 
+    /// The promotion of `gate` this tracker already sent, if a crash (or a refused write)
+    /// lost its record: the patch that moved the target Application wrote
+    /// `<holder id>@<sha>` on it in the same write. Asked only before a gate is given up,
+    /// so a promotion that went out is recorded, never forgotten.
+    pub(super) async fn sent_promotion(
+        &self,
+        s: &Step<'_>,
+        gate: &GateSnapshot,
+    ) -> Option<PendingPromotion> {
+        if s.status.pending_promotion.is_some() {
+            return None;
+        }
+        let want = format!("{}@{}", s.holder_id(), s.tracker.spec.head_sha);
+        match self.ports.argo.promotion_marker(&gate.application).await {
+            Ok(Some(m)) if m == want => {}
+            Ok(_) => return None,
+            Err(e) => {
+                // Unknown is not proof: the gate is given up as before, and the app, if it
+                // moved, keeps the marker for a person to see.
+                tracing::warn!(app = %gate.application.name, error = %e, "could not check for a promotion already sent");
+                return None;
+            }
+        }
+        let by = if gate.auto_promote && !super::gate::fork_gated(s) {
+            self.config.controller_name.clone()
+        } else {
+            match approval(s, gate) {
+                Approval::Given(by) => by,
+                _ => "unknown (approval withdrawn after the promotion was sent)".to_string(),
+            }
+        };
+        Some(PendingPromotion {
+            source: gate.source.clone(),
+            target: gate.target.clone(),
+            policy: gate.policy.clone(),
+            revision: s.tracker.spec.head_sha.clone(),
+            application: gate.application.clone(),
+            label: gate.github_label.clone(),
+            promoted_by: by,
+            application_updated: true,
+        })
+    }
+
+    /// Goes on with a promotion that was sent but not recorded: label, record, move on.
+    pub(super) fn resume_promotion(&self, s: &mut Step<'_>, pending: PendingPromotion) -> Next {
+        tracing::info!(target = %pending.target, "a promotion sent before its record was saved is recorded now");
+        s.status.pending_promotion = Some(pending);
+        s.status.queue = None;
+        s.status.phase = Some(Phase::Promoting);
+        Next::Continue
+    }
+
     /// The promotion a passed gate starts, from the snapshot.
     pub(super) async fn begin_promotion(
         &self,
@@ -317,7 +375,8 @@ impl Engine {
         s.status.pending_promotion = Some(pending);
         s.status.queue = None;
         s.status.phase = Some(Phase::Promoting);
-        s.save().await?;
+        // Not written: the Application patch carries its own proof (see `sent_promotion`)
+        // and the label is idempotent, so the record is the promotion's one write.
         Ok(Next::Continue)
     }
 }

@@ -20,8 +20,9 @@ impl Engine {
         let exec = PromotionExecutor::new(self.ports.argo.as_ref(), self.ports.github.as_ref());
         let ns = s.tracker.metadata.namespace.clone().unwrap_or_default();
         if !pending.application_updated {
-            // The last look before anything moves: the verdict holds only at the tested SHA.
-            if let Some(gate) = s.status.gate.clone() {
+            // The last look before anything moves: the verdict holds only at the tested SHA
+            // (done already when this reconcile just claimed the target).
+            if let Some(gate) = s.status.gate.clone().filter(|_| !s.deployed_checked) {
                 match self.still_deployed(s).await {
                     Deployed::Yes => {}
                     Deployed::No(why) => {
@@ -43,7 +44,8 @@ impl Engine {
                     }
                 }
             }
-            if let Err(e) = exec.update_application(&pending, &ns).await {
+            let me = s.holder_id();
+            if let Err(e) = exec.update_application(&pending, &ns, &me).await {
                 let msg = format!(
                     "cannot point {}/{} at {}: {e}",
                     pending.application.namespace, pending.application.name, pending.revision
@@ -61,7 +63,6 @@ impl Engine {
             }
             pending.application_updated = true;
             s.status.pending_promotion = Some(pending.clone());
-            s.save().await?;
         }
         let pr = promotion::pull_request(s.tracker);
         if let Err(e) = exec.label(&pending, &pr).await {
@@ -145,6 +146,9 @@ impl Engine {
             "Progressing",
             "promoted; deploying in the next environment",
         );
+        // The next gate's plan rides on the record, so that a restart between its arming
+        // write and its trigger can tell a run that never left.
+        self.plan_if_unplanned(s);
         s.save().await?;
         s.event(EventType::Normal, "Promoted", note).await;
         // The PR moved on: the environment it left is free for the next in line.

@@ -8,7 +8,7 @@ use crate::ports::{DomainEvent, EventRecorder, EventType, StoreError, TrackerSto
 use crate::variables::Variables;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use promotion_api::{GateSnapshot, PullRequestTracker, PullRequestTrackerStatus};
+use promotion_api::{GateSnapshot, PullRequestTracker, PullRequestTrackerStatus, TestRun};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +19,12 @@ pub(super) struct Step<'a> {
     pub(super) policies: &'a PolicyCache,
     pub(super) store: &'a dyn TrackerStore,
     pub(super) events: &'a dyn EventRecorder,
+    /// The fingerprint of the status as saved (read, or last written by this reconcile).
+    pub(super) saved_base: u64,
+    /// The runs as saved, to tell kept progress from what is in the store.
+    pub(super) saved_runs: Vec<TestRun>,
+    /// This reconcile already saw the gate's application run the SHA, just now.
+    pub(super) deployed_checked: bool,
 }
 
 impl Step<'_> {
@@ -85,7 +91,15 @@ impl Step<'_> {
 
     pub(super) async fn save(&mut self) -> Result<(), StoreError> {
         self.status.observed_generation = self.generation();
-        self.store.save(&self.status).await
+        self.store.save(&self.status).await?;
+        self.saved_base = super::unsaved::fingerprint(&self.status);
+        self.saved_runs.clone_from(&self.status.test_runs);
+        Ok(())
+    }
+
+    /// Whether the runs moved since they were saved (progress kept in memory only).
+    pub(super) fn runs_unsaved(&self) -> bool {
+        self.status.test_runs != self.saved_runs
     }
 
     pub(super) async fn event(&self, type_: EventType, reason: &str, note: impl Into<String>) {
