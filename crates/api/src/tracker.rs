@@ -124,7 +124,7 @@ pub struct PullRequestTrackerStatus {
     /// The value of the `promotion.io/retry` annotation last acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_retry: Option<String>,
-    /// A promotion under way, step by step, so a restart resumes it instead of repeating it.
+    /// A promotion that could not finish in one reconcile (the Application or the label step failed), so a restart resumes it instead of repeating it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_promotion: Option<PendingPromotion>,
     /// The policy as the current gate runs it, fixed at gate start: tests, timeouts and

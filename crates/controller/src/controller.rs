@@ -92,15 +92,20 @@ pub struct Wake {
 impl Wake {
     /// Whether a tracker follows this run (the rule lives in the domain: [`CallbackRun`]).
     pub fn matches(&self, tracker: &PullRequestTracker) -> bool {
-        let callback = CallbackRun {
-            provider: self.provider,
-            job: self.job.as_deref(),
-            id: &self.id,
-        };
         tracker
             .status
             .as_ref()
-            .is_some_and(|s| callback.wakes(&s.test_runs))
+            .is_some_and(|s| self.matches_runs(&s.test_runs))
+    }
+
+    /// Whether one of `runs` is this run.
+    pub fn matches_runs(&self, runs: &[promotion_api::TestRun]) -> bool {
+        CallbackRun {
+            provider: self.provider,
+            job: self.job.as_deref(),
+            id: &self.id,
+        }
+        .wakes(runs)
     }
 }
 
@@ -299,9 +304,13 @@ pub async fn run(
         usize::from(config.concurrency),
         usize::from(config.wake_concurrency),
     ));
+    let engine = Engine::new(ports, config.engine.clone()).with_directory(Arc::new(
+        ReflectorDirectory(reader.clone(), config.namespace.clone()),
+    ));
     let woken = {
         let reader = reader.clone();
         let lanes = lanes.clone();
+        let unsaved = engine.unsaved();
         let wake = hooks
             .wake
             .map(|rx| rx.boxed())
@@ -310,18 +319,28 @@ pub async fn run(
         // a fast CI): when nothing follows the run yet, look again shortly instead of leaving
         // the tracker to the next poll.
         wake.flat_map_unordered(None, move |w: Wake| {
-            let now = refs_where(&reader, |t| w.matches(t));
+            // The run's id may be known only in memory (written with the verdict).
+            let kept = unsaved.uids_where(|runs| w.matches_runs(runs));
+            let now = refs_where(&reader, |t| {
+                w.matches(t) || t.metadata.uid.as_ref().is_some_and(|u| kept.contains(u))
+            });
             if futures::Stream::size_hint(&now).0 > 0 {
                 return now.boxed();
             }
             let reader = reader.clone();
+            let unsaved = unsaved.clone();
             futures::stream::iter(WAKE_RETRIES)
                 .then(move |delay| {
                     let reader = reader.clone();
+                    let unsaved = unsaved.clone();
                     let w = w.clone();
                     async move {
                         tokio::time::sleep(*delay).await;
-                        refs_where(&reader, |t| w.matches(t))
+                        let kept = unsaved.uids_where(|runs| w.matches_runs(runs));
+                        refs_where(&reader, |t| {
+                            w.matches(t)
+                                || t.metadata.uid.as_ref().is_some_and(|u| kept.contains(u))
+                        })
                     }
                 })
                 .flatten()
@@ -344,9 +363,7 @@ pub async fn run(
         futures::stream::pending().boxed()
     };
     let ctx = Arc::new(Context {
-        engine: Engine::new(ports, config.engine.clone()).with_directory(Arc::new(
-            ReflectorDirectory(reader.clone(), config.namespace.clone()),
-        )),
+        engine,
         policies: cache,
         client: client.clone(),
         recorder: EventPublisher::new(

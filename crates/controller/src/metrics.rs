@@ -251,7 +251,13 @@ impl Metrics {
             runs.iter()
                 .any(|r| r.name == name && r.finished_at.is_some())
         };
-        for run in &new.test_runs {
+        // Runs may be written final for the first time inside the promotion's record.
+        let recorded = new
+            .promotions
+            .iter()
+            .skip(old.promotions.len())
+            .flat_map(|r| r.test_runs.iter());
+        for run in new.test_runs.iter().chain(recorded) {
             if run.finished_at.is_some() && !finished(&old.test_runs, &run.name) {
                 self.run_finished(run);
             }

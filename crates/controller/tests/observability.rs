@@ -88,17 +88,22 @@ async fn a_ci_callback_wakes_the_tracker_before_the_next_poll() {
     h.ci.script("smoke", Script::Hang);
     h.start();
     h.create_tracker(tracker("pr-1")).await;
-    let t = h
-        .wait_for("pr-1", "testing with a run id", |t| {
-            t.status
-                .as_ref()
-                .is_some_and(|s| s.test_runs.iter().any(|r| r.run_id.is_some()))
-        })
-        .await;
-    let run_id = t
-        .status
-        .and_then(|s| s.test_runs[0].run_id.clone())
-        .expect("run id");
+    h.wait_for("pr-1", "testing", |t| {
+        t.status
+            .as_ref()
+            .is_some_and(|s| s.phase == Some(Phase::Testing))
+    })
+    .await;
+    // The run's id is known to the controller's memory only (written with the verdict).
+    let mut run_id = None;
+    for _ in 0..500 {
+        run_id = h.ci.run_ids("smoke").first().cloned();
+        if run_id.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let run_id = run_id.expect("the armed test was triggered");
     // An unrelated callback wakes nothing and breaks nothing.
     let wake = h.wake.clone().expect("controller started");
     wake.unbounded_send(Wake {

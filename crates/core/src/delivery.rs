@@ -94,12 +94,20 @@ pub fn observe(
                 && outcome(o.state).is_some()
         })
     };
-    for run in &new.test_runs {
+    // A gate's runs may first be written final inside the promotion's record (their
+    // progress is kept in memory until then), so the new records' runs count too.
+    let recorded = new
+        .promotions
+        .iter()
+        .skip(old.promotions.len())
+        .flat_map(|r| r.test_runs.iter().map(move |run| (r.source.clone(), run)));
+    let current = new.test_runs.iter().map(|run| (environment.clone(), run));
+    for (environment, run) in current.chain(recorded) {
         if let Some(outcome) = outcome(run.state)
             && !was_final(run)
         {
             out.push(Observation::GateRun {
-                environment: environment.clone(),
+                environment,
                 test: run.name.clone(),
                 outcome,
             });

@@ -209,6 +209,18 @@ impl FakeCi {
             .collect()
     }
 
+    /// The ids of the runs `job`'s triggers started, in order.
+    pub fn run_ids(&self, job: &str) -> Vec<String> {
+        let runs = lock(&self.runs);
+        let mut ids: Vec<(u64, String)> = runs
+            .iter()
+            .filter(|(_, r)| r.job == job)
+            .map(|(id, _)| (*id, id.to_string()))
+            .collect();
+        ids.sort();
+        ids.into_iter().map(|(_, id)| id).collect()
+    }
+
     /// The correlation ids the trigger of `job` carried, in order.
     pub fn correlation_ids(&self, job: &str) -> Vec<String> {
         lock(&self.runs)

@@ -89,7 +89,11 @@ impl Engine {
                     s.condition(types::SYNCED, false, "DeployTimedOut", why.clone());
                     return self.fail(s, "DeployTimedOut", vec![why]).await;
                 }
-                if s.status.message.as_deref() != Some(msg.as_str()) {
+                // Just promoted here, the record already says what it waits for: Argo CD's
+                // passing states (OutOfSync, Progressing) are not worth a write each.
+                if s.status.phase != Some(Phase::Promoted)
+                    && s.status.message.as_deref() != Some(msg.as_str())
+                {
                     s.status.message = Some(msg.clone());
                     let g = s.generation();
                     conditions::set_unknown(

@@ -21,6 +21,8 @@ mod promote;
 mod step;
 mod unsaved;
 
+pub use unsaved::Unsaved;
+
 use crate::policy_cache::PolicyCache;
 use crate::ports::{
     ArgoCdClient, EventRecorder, EventType, GitHubClient, StoreError, TestRunner, TrackerDirectory,
@@ -107,7 +109,7 @@ pub struct Engine {
     ports: Ports,
     config: EngineConfig,
     directory: Option<Arc<dyn TrackerDirectory>>,
-    unsaved: unsaved::Unsaved,
+    unsaved: Arc<unsaved::Unsaved>,
 }
 
 impl Engine {
@@ -117,7 +119,7 @@ impl Engine {
             ports,
             config,
             directory: None,
-            unsaved: unsaved::Unsaved::default(),
+            unsaved: Arc::default(),
         }
     }
 
@@ -177,9 +179,9 @@ impl Engine {
         Ok(after)
     }
 
-    /// How many trackers have gate progress kept in memory, not yet written.
-    pub fn unsaved_trackers(&self) -> usize {
-        self.unsaved.len()
+    /// The gate progress this engine keeps in memory, not yet written.
+    pub fn unsaved(&self) -> Arc<Unsaved> {
+        self.unsaved.clone()
     }
 
     /// A tracker is being deleted: cancels its running tests, records a promotion it

@@ -13,14 +13,14 @@
 //! wrote the tracker's gate since (this process or another), it is dropped.
 
 use promotion_api::{PullRequestTrackerStatus, TestRun};
-use std::collections::HashMap;
 use std::collections::hash_map::DefaultHasher;
+use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::Mutex;
 
 /// Runs kept per tracker uid, with the fingerprint of the saved status they extend.
 #[derive(Default)]
-pub(super) struct Unsaved {
+pub struct Unsaved {
     kept: Mutex<HashMap<String, Kept>>,
 }
 
@@ -59,8 +59,25 @@ impl Unsaved {
     }
 
     /// How many trackers have progress kept here.
-    pub(super) fn len(&self) -> usize {
+    pub fn len(&self) -> usize {
         self.kept.lock().map(|k| k.len()).unwrap_or_default()
+    }
+
+    /// Whether nothing is kept.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The uids of the trackers whose kept runs satisfy `pred`: a CI callback names a
+    /// run by the id its trigger answered, which may be known only here.
+    pub fn uids_where(&self, pred: impl Fn(&[TestRun]) -> bool) -> HashSet<String> {
+        let Ok(kept) = self.kept.lock() else {
+            return HashSet::new();
+        };
+        kept.iter()
+            .filter(|(_, k)| pred(&k.runs))
+            .map(|(uid, _)| uid.clone())
+            .collect()
     }
 }
 
