@@ -51,19 +51,19 @@ impl Engine {
             .map(|q| q.since.clone())
             .unwrap_or_else(|| Time(Timestamp::now()));
         let ahead = self.ahead_in_line(s, &app, &since);
-        let current = match self.ports.argo.holder(&app).await {
-            Ok(h) => h,
-            Err(e) => return self.hold_problem(s, &e).await,
-        };
-        let mut holder = current.clone().filter(|h| h != &me);
+        let mut holder = None;
         if ahead.is_empty() {
-            let breaking = current.filter(|h| h != &me && self.is_stale(h, &app));
-            match self
-                .ports
-                .argo
-                .acquire(&app, &me, breaking.as_deref())
-                .await
+            // Asked first without breaking anything: the answer names the holder, so the
+            // usual case (nobody holds it) costs one read, not two.
+            let mut breaking = None;
+            let mut hold = self.ports.argo.acquire(&app, &me, None).await;
+            if let Ok(Hold::HeldBy(h)) = &hold
+                && self.is_stale(h, &app)
             {
+                breaking = Some(h.clone());
+                hold = self.ports.argo.acquire(&app, &me, Some(h)).await;
+            }
+            match hold {
                 Ok(Hold::Acquired) => {
                     if let Some(old) = breaking {
                         s.event(
@@ -83,6 +83,11 @@ impl Engine {
                 Ok(Hold::HeldBy(h)) => holder = Some(h),
                 Err(e) => return self.hold_problem(s, &e).await,
             }
+        } else {
+            holder = match self.ports.argo.holder(&app).await {
+                Ok(h) => h.filter(|h| h != &me),
+                Err(e) => return self.hold_problem(s, &e).await,
+            };
         }
         let position = i64::try_from(ahead.len()).unwrap_or(i64::MAX - 1) + 1;
         self.queue_up(s, gate, since, position, holder).await
