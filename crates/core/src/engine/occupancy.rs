@@ -51,7 +51,7 @@ impl Engine {
             .map(|q| q.since.clone())
             .unwrap_or_else(|| Time(Timestamp::now()));
         let ahead = self.ahead_in_line(s, &app, &since);
-        let mut holder = None;
+        let holder;
         if ahead.is_empty() {
             // Asked first without breaking anything: the answer names the holder, so the
             // usual case (nobody holds it) costs one read, not two.
