@@ -86,9 +86,8 @@ impl std::fmt::Display for RunTime {
 
 /// `1s..10s` or `500ms`.
 fn parse_run_time(s: &str) -> Result<RunTime, String> {
-    let parse = |part: &str| {
-        humantime::parse_duration(part.trim()).map_err(|e| format!("{part:?}: {e}"))
-    };
+    let parse =
+        |part: &str| humantime::parse_duration(part.trim()).map_err(|e| format!("{part:?}: {e}"));
     let (min, max) = match s.split_once("..") {
         Some((min, max)) => (parse(min)?, parse(max)?),
         None => {
@@ -894,7 +893,9 @@ fn render(
         l.sort();
         format!("{:.0} ms", percentile(&l, p).as_secs_f64() * 1000.0)
     };
-    row(&mut t, "trackers (2 hops each)", &|m| m.trackers.to_string());
+    row(&mut t, "trackers (2 hops each)", &|m| {
+        m.trackers.to_string()
+    });
     row(
         &mut t,
         "groups (one staging + one prod Application each)",
@@ -987,7 +988,8 @@ fn render(
 Tracker status writes: PUT + PATCH + APPLY pullrequesttrackers/status. \
 Mutating requests from the controller: POST/PUT/PATCH/APPLY/DELETE on pullrequesttrackers (and status), promotionpolicies (and status), events and applications, \
 less the bench's own tracker creates and the Argo CD stand-in's writes (its PUT applications: the Application CRD has no status subresource, so the stand-in's status writes are told apart by verb; the controller only PATCHes); leader-election Leases are not counted. \
-GET applications, controller: all GETs less those the stand-in's syncs sent (it counts them). LIST / WATCH: totals of every client (controller, stand-in). \
+GET applications, controller: all GETs less those the stand-in's syncs sent (it counts them). LIST / WATCH: totals of every client (controller, stand-in); the apiserver counts a WATCH when it ends, so watches open through the run show only if they were re-opened. \
+Last required pass -> PromotionRecord includes the time a tracker waited Queued for its group's target Application, held by another PR. \
 Argo CD synced -> tracker saw it: from the stand-in writing an Application Synced + Healthy at a tracker's SHA (staging and prod, each group's app) to the bench's watch first seeing that tracker in that environment in phase Synced, Testing, AwaitingApproval, Queued or Completed. \
 The yardstick: {writers} clients (the controller's --max-concurrent-reconciles) each merge-patching the status of its own tracker in a loop for {} s, before the runs.",
         args.patch_seconds
@@ -1053,7 +1055,12 @@ mod tests {
             64
         );
         assert_eq!(
-            reconcile_slots(&flags(&["--poll-interval", "5s", "--max-concurrent-reconciles", "8"])),
+            reconcile_slots(&flags(&[
+                "--poll-interval",
+                "5s",
+                "--max-concurrent-reconciles",
+                "8"
+            ])),
             8
         );
         // No limit: the yardstick keeps the default.
@@ -1061,10 +1068,7 @@ mod tests {
             reconcile_slots(&flags(&["--max-concurrent-reconciles=0"])),
             32
         );
-        assert_eq!(
-            reconcile_slots(&flags(&["--max-concurrent-wakes=4"])),
-            32
-        );
+        assert_eq!(reconcile_slots(&flags(&["--max-concurrent-wakes=4"])), 32);
     }
 
     #[test]
@@ -1082,9 +1086,15 @@ mod tests {
             group_app("b", "staging", &head_sha(0, 10)),
             group_app("b", "staging", &head_sha(9, 10))
         );
-        assert_eq!(group_app("b", "staging", &head_sha(10, 10)), "b-staging-0000001");
+        assert_eq!(
+            group_app("b", "staging", &head_sha(10, 10)),
+            "b-staging-0000001"
+        );
         assert_eq!(group_of(1_999, per_group), 199);
-        assert_eq!(group_app("b", "prod", &head_sha(1_999, 10)), "b-prod-00000c7");
+        assert_eq!(
+            group_app("b", "prod", &head_sha(1_999, 10)),
+            "b-prod-00000c7"
+        );
     }
 
     #[test]
@@ -1098,10 +1108,23 @@ mod tests {
 
     #[test]
     fn only_a_phase_past_the_sync_counts_as_acting_on_it() {
-        for phase in ["Synced", "Testing", "AwaitingApproval", "Queued", "Completed"] {
+        for phase in [
+            "Synced",
+            "Testing",
+            "AwaitingApproval",
+            "Queued",
+            "Completed",
+        ] {
             assert!(acted_on_sync(phase), "{phase}");
         }
-        for phase in ["Pending", "Deploying", "Promoting", "Promoted", "Failed", ""] {
+        for phase in [
+            "Pending",
+            "Deploying",
+            "Promoting",
+            "Promoted",
+            "Failed",
+            "",
+        ] {
             assert!(!acted_on_sync(phase), "{phase}");
         }
     }

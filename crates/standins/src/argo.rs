@@ -480,7 +480,10 @@ impl Syncs {
     /// The syncs from the `from`-th on (0: all), so a reader can follow the log cheaply.
     pub fn since(&self, from: usize) -> Vec<Synced> {
         let log = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        log.done.get(from..).map(<[Synced]>::to_vec).unwrap_or_default()
+        log.done
+            .get(from..)
+            .map(<[Synced]>::to_vec)
+            .unwrap_or_default()
     }
 
     /// How many GET and PUT requests on Applications the syncs sent so far.
@@ -589,6 +592,35 @@ mod tests {
             last.map(|l| l["initiatedBy"]["username"].clone()),
             Some(json!("promotion-controller"))
         );
+    }
+
+    #[test]
+    fn the_sync_log_is_read_from_where_the_reader_left_off() {
+        let syncs = Syncs::default();
+        let at = SystemTime::UNIX_EPOCH;
+        for name in ["a", "b", "c"] {
+            syncs.record(Synced {
+                namespace: "argocd".into(),
+                name: name.into(),
+                revisions: vec!["abc".into()],
+                at,
+            });
+        }
+        syncs.count(Request::Get);
+        syncs.count(Request::Get);
+        syncs.count(Request::Put);
+        let names = |from| {
+            syncs
+                .since(from)
+                .into_iter()
+                .map(|s| s.name)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(0), ["a", "b", "c"]);
+        assert_eq!(names(2), ["c"]);
+        assert!(names(3).is_empty());
+        assert!(names(9).is_empty(), "past the end is empty, not a panic");
+        assert_eq!(syncs.requests(), (2, 1));
     }
 
     #[test]
