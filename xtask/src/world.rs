@@ -50,6 +50,8 @@ pub struct World {
     pub config: PathBuf,
     /// Every write the Argo CD stand-in saw that left an Application out of sync (a promotion).
     pub argo_writes: promotion_standins::argo::Writes,
+    /// When the Argo CD stand-in marked each Application synced, and the requests it sent to do so.
+    pub argo_syncs: promotion_standins::argo::Syncs,
     syncer: tokio::task::JoinHandle<()>,
     webhook: SocketAddr,
 }
@@ -96,17 +98,20 @@ impl World {
         let config = write_config(&standins, &opts.namespace, &opts.dir)?;
         // Only our namespace: tests sharing the control plane keep their Applications as they set them.
         let argo_writes = promotion_standins::argo::Writes::default();
-        let syncer = promotion_standins::argo::spawn_counting_syncer(
+        let argo_syncs = promotion_standins::argo::Syncs::default();
+        let syncer = promotion_standins::argo::spawn_journaled_syncer(
             client.clone(),
             ARGOCD_NAMESPACE,
             opts.sync_delay,
             argo_writes.clone(),
+            argo_syncs.clone(),
         );
         Ok(Self {
             client,
             standins,
             config,
             argo_writes,
+            argo_syncs,
             syncer,
             webhook: opts.webhook,
         })
@@ -120,6 +125,19 @@ impl World {
         policy_namespace: &str,
         environment: &str,
     ) -> Result<()> {
+        self.application_labelled(name, revision, policy_namespace, environment, &[])
+            .await
+    }
+
+    /// [`World::application`] with extra labels (e.g. to delete a run's apps in one request).
+    pub async fn application_labelled(
+        &self,
+        name: &str,
+        revision: &str,
+        policy_namespace: &str,
+        environment: &str,
+        labels: &[(&str, &str)],
+    ) -> Result<()> {
         let mut value = promotion_standins::argo::application(
             ARGOCD_NAMESPACE,
             name,
@@ -128,6 +146,9 @@ impl World {
             environment,
         );
         value["metadata"]["labels"]["promotion.io/watch"] = serde_json::json!("true");
+        for (key, label) in labels {
+            value["metadata"]["labels"][*key] = serde_json::json!(label);
+        }
         let obj: DynamicObject = serde_json::from_value(value)?;
         applications(&self.client)
             .patch(

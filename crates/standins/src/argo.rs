@@ -31,6 +31,7 @@ pub fn spawn_syncer(client: kube::Client, delay: Duration) -> tokio::task::JoinH
         client,
         delay,
         Writes::default(),
+        Syncs::default(),
     ))
 }
 
@@ -52,11 +53,25 @@ pub fn spawn_counting_syncer(
     delay: Duration,
     writes: Writes,
 ) -> tokio::task::JoinHandle<()> {
+    spawn_journaled_syncer(client, namespace, delay, writes, Syncs::default())
+}
+
+/// [`spawn_counting_syncer`] that also records in `syncs` when it marked each
+/// Application synced, and counts the requests its syncs made (the benchmark
+/// tells them apart from the controller's this way).
+pub fn spawn_journaled_syncer(
+    client: kube::Client,
+    namespace: &str,
+    delay: Duration,
+    writes: Writes,
+    syncs: Syncs,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(run(
         Api::namespaced_with(client.clone(), namespace, &application_resource()),
         client,
         delay,
         writes,
+        syncs,
     ))
 }
 
@@ -274,7 +289,13 @@ fn with_synced_status(mut app: Value) -> Value {
     app
 }
 
-async fn run(api: Api<DynamicObject>, client: kube::Client, delay: Duration, writes: Writes) {
+async fn run(
+    api: Api<DynamicObject>,
+    client: kube::Client,
+    delay: Duration,
+    writes: Writes,
+    syncs: Syncs,
+) {
     // Apps with a sync scheduled, so a burst of events schedules one.
     let pending: Arc<Mutex<HashSet<(String, String)>>> = Arc::default();
     // Aborting this task drops the set, which aborts the scheduled syncs with it.
@@ -311,6 +332,7 @@ async fn run(api: Api<DynamicObject>, client: kube::Client, delay: Duration, wri
         let pending = pending.clone();
         let api: Api<DynamicObject> =
             Api::namespaced_with(client.clone(), &ns, &application_resource());
+        let syncs = syncs.clone();
         scheduled.spawn(async move {
             tokio::time::sleep(delay).await;
             // Removed before reading, so a change made from here on schedules another sync.
@@ -318,7 +340,7 @@ async fn run(api: Api<DynamicObject>, client: kube::Client, delay: Duration, wri
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .remove(&key);
-            if let Err(e) = sync(&api, &name).await {
+            if let Err(e) = sync(&api, &name, &syncs).await {
                 tracing::warn!(namespace = %ns, app = %name, error = %e, "stand-in sync failed");
             }
         });
@@ -329,8 +351,9 @@ async fn run(api: Api<DynamicObject>, client: kube::Client, delay: Duration, wri
 /// subresource, so the whole object is written back (a merge patch would leave
 /// stale keys inside `status.sync.comparedTo`); the read resourceVersion guards
 /// it, so a spec that moves meanwhile is never reported synced at the old revision.
-async fn sync(api: &Api<DynamicObject>, name: &str) -> Result<(), kube::Error> {
+async fn sync(api: &Api<DynamicObject>, name: &str, syncs: &Syncs) -> Result<(), kube::Error> {
     for _ in 0..ATTEMPTS {
+        syncs.count(Request::Get);
         let mut app = match api.get_opt(name).await? {
             Some(app) => app,
             None => return Ok(()),
@@ -338,7 +361,8 @@ async fn sync(api: &Api<DynamicObject>, name: &str) -> Result<(), kube::Error> {
         let Some(want) = out_of_sync(&app.data) else {
             return Ok(());
         };
-        let now = crate::runtime::rfc3339(SystemTime::now());
+        let at = SystemTime::now();
+        let now = crate::runtime::rfc3339(at);
         let status = synced_status(&app.data, &want, &now);
         if let Some(data) = app.data.as_object_mut() {
             data.insert("status".into(), status);
@@ -353,9 +377,19 @@ async fn sync(api: &Api<DynamicObject>, name: &str) -> Result<(), kube::Error> {
             field_manager: Some(FIELD_MANAGER.into()),
             ..PostParams::default()
         };
+        syncs.count(Request::Put);
         match api.replace(name, &params, &app).await {
             Ok(_) => {
-                tracing::debug!(app = %name, ?want, "stand-in synced the application");
+                syncs.record(Synced {
+                    namespace: app.metadata.namespace.clone().unwrap_or_default(),
+                    name: name.to_owned(),
+                    revisions: match want {
+                        Targets::Single(r) => vec![r],
+                        Targets::Multi(rs) => rs,
+                    },
+                    at,
+                });
+                tracing::debug!(app = %name, "stand-in synced the application");
                 return Ok(());
             }
             Err(kube::Error::Api(s)) if s.code == 409 => continue,
@@ -390,6 +424,72 @@ impl Writes {
             .unwrap_or_else(PoisonError::into_inner)
             .get(&(namespace.to_owned(), name.to_owned()))
             .map_or(0, Vec::len)
+    }
+}
+
+/// One sync the stand-in wrote: the Application and the revision(s) it now reports
+/// Synced + Healthy at, from `at` (the time written into its status).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Synced {
+    /// The Application's namespace.
+    pub namespace: String,
+    /// The Application's name.
+    pub name: String,
+    /// Its revision, or one per source for a multi-source app.
+    pub revisions: Vec<String>,
+    /// When the stand-in marked it synced.
+    pub at: SystemTime,
+}
+
+/// The requests a sync makes.
+#[derive(Clone, Copy, Debug)]
+enum Request {
+    Get,
+    Put,
+}
+
+/// Every sync the stand-in wrote, oldest first, and the GETs and PUTs its syncs
+/// sent (conflicts and retries included). Cloneable, shared.
+#[derive(Clone, Debug, Default)]
+pub struct Syncs(Arc<Mutex<SyncLog>>);
+
+#[derive(Debug, Default)]
+struct SyncLog {
+    done: Vec<Synced>,
+    gets: u64,
+    puts: u64,
+}
+
+impl Syncs {
+    fn record(&self, synced: Synced) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .done
+            .push(synced);
+    }
+
+    fn count(&self, request: Request) {
+        let mut log = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        match request {
+            Request::Get => log.gets += 1,
+            Request::Put => log.puts += 1,
+        }
+    }
+
+    /// The syncs from the `from`-th on (0: all), so a reader can follow the log cheaply.
+    pub fn since(&self, from: usize) -> Vec<Synced> {
+        let log = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        log.done
+            .get(from..)
+            .map(<[Synced]>::to_vec)
+            .unwrap_or_default()
+    }
+
+    /// How many GET and PUT requests on Applications the syncs sent so far.
+    pub fn requests(&self) -> (u64, u64) {
+        let log = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        (log.gets, log.puts)
     }
 }
 
@@ -492,6 +592,35 @@ mod tests {
             last.map(|l| l["initiatedBy"]["username"].clone()),
             Some(json!("promotion-controller"))
         );
+    }
+
+    #[test]
+    fn the_sync_log_is_read_from_where_the_reader_left_off() {
+        let syncs = Syncs::default();
+        let at = SystemTime::UNIX_EPOCH;
+        for name in ["a", "b", "c"] {
+            syncs.record(Synced {
+                namespace: "argocd".into(),
+                name: name.into(),
+                revisions: vec!["abc".into()],
+                at,
+            });
+        }
+        syncs.count(Request::Get);
+        syncs.count(Request::Get);
+        syncs.count(Request::Put);
+        let names = |from| {
+            syncs
+                .since(from)
+                .into_iter()
+                .map(|s| s.name)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(0), ["a", "b", "c"]);
+        assert_eq!(names(2), ["c"]);
+        assert!(names(3).is_empty());
+        assert!(names(9).is_empty(), "past the end is empty, not a panic");
+        assert_eq!(syncs.requests(), (2, 1));
     }
 
     #[test]
