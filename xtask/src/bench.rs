@@ -182,6 +182,8 @@ struct Measured {
     wall: Duration,
     /// Last required pass -> PromotionRecord seen.
     latencies: Vec<Duration>,
+    /// The same, for hops whose tracker never waited Queued for the target.
+    unqueued_latencies: Vec<Duration>,
     /// Argo CD stand-in synced -> tracker status acted on it.
     sync_latencies: Vec<Duration>,
     peak_rss_kb: u64,
@@ -476,6 +478,7 @@ async fn one_run(
     let metrics = controller.metrics().await.unwrap_or_default();
     std::fs::write(dir.join(format!("{ns}-{n}-metrics.txt")), metrics)?;
     print_spread("pass -> record", &seen.latencies);
+    print_spread("pass -> record, never queued", &seen.unqueued_latencies);
     print_spread("Argo CD synced -> tracker saw it", &seen.sync_latencies);
     let after = apiserver_requests(client).await?;
     let standin_after = world.argo_syncs.requests();
@@ -497,6 +500,7 @@ async fn one_run(
         hops: 2 * n,
         wall,
         latencies: seen.latencies,
+        unqueued_latencies: seen.unqueued_latencies,
         sync_latencies: seen.sync_latencies,
         peak_rss_kb,
         cpu_seconds,
@@ -626,6 +630,7 @@ type SeenTracker = Object<SeenSpec, SeenStatus>;
 /// What the watch measured.
 struct Seen {
     latencies: Vec<Duration>,
+    unqueued_latencies: Vec<Duration>,
     sync_latencies: Vec<Duration>,
 }
 
@@ -636,6 +641,9 @@ struct Followed {
     records: usize,
     /// Environments in which the tracker was seen acting on its sync.
     acted_in: Vec<String>,
+    /// Seen Queued since its last record: the next record's latency includes a wait
+    /// for another PR, not the controller's.
+    queued: bool,
 }
 
 /// Follows the trackers until all are Completed in prod. Returns, per promotion, the
@@ -660,6 +668,8 @@ async fn observe(
     // (correlation ids of the required runs, when the record was seen)
     let mut pending: Vec<(Vec<String>, SystemTime)> = Vec::new();
     let mut latencies = Vec::new();
+    let mut pending_unqueued: Vec<(Vec<String>, SystemTime)> = Vec::new();
+    let mut unqueued_latencies = Vec::new();
     let mut index = FinishIndex::default();
     let mut pending_syncs: Vec<((String, String), SystemTime)> = Vec::new();
     let mut sync_latencies = Vec::new();
@@ -684,17 +694,26 @@ async fn observe(
                     .unwrap_or(status.promotions.len())
                     .max(status.promotions.len());
                 let new = total.saturating_sub(known.records).min(status.promotions.len());
+                let phase = status.phase.as_deref().unwrap_or_default();
                 for record in &status.promotions[status.promotions.len() - new..] {
-                    let ids = record
+                    let ids: Vec<String> = record
                         .test_runs
                         .iter()
                         .filter(|r| r.required)
                         .filter_map(|r| r.correlation_id.clone())
                         .collect();
+                    if !known.queued {
+                        pending_unqueued.push((ids.clone(), seen_at));
+                    }
                     pending.push((ids, seen_at));
                 }
+                if new > 0 {
+                    known.queued = false;
+                }
+                if phase == "Queued" {
+                    known.queued = true;
+                }
                 known.records = known.records.max(total);
-                let phase = status.phase.as_deref().unwrap_or_default();
                 if let Some(env) = &status.current_environment
                     && env != "dev"
                     && acted_on_sync(phase)
@@ -711,6 +730,7 @@ async fn observe(
                 if completed.len() == n {
                     index.refresh(&journal);
                     latencies.extend(index.resolve(&mut pending));
+                    unqueued_latencies.extend(index.resolve(&mut pending_unqueued));
                     sync_index.refresh(&syncs);
                     sync_latencies.extend(sync_index.resolve(&mut pending_syncs));
                     if !pending.is_empty() {
@@ -719,13 +739,14 @@ async fn observe(
                     if !pending_syncs.is_empty() {
                         eprintln!("[bench] {} trackers acted on a sync the Argo CD stand-in did not record", pending_syncs.len());
                     }
-                    return Ok(Seen { latencies, sync_latencies });
+                    return Ok(Seen { latencies, unqueued_latencies, sync_latencies });
                 }
             }
             _ = tick.tick() => {
                 if !pending.is_empty() {
                     index.refresh(&journal);
                     latencies.extend(index.resolve(&mut pending));
+                    unqueued_latencies.extend(index.resolve(&mut pending_unqueued));
                 }
                 if !pending_syncs.is_empty() {
                     sync_index.refresh(&syncs);
@@ -913,6 +934,19 @@ fn render(
     row(&mut t, "last required pass -> PromotionRecord, p99", &|m| {
         ms(&m.latencies, 0.99)
     });
+    row(
+        &mut t,
+        "last required pass -> PromotionRecord, hops never queued, p50",
+        &|m| ms(&m.unqueued_latencies, 0.5),
+    );
+    row(
+        &mut t,
+        "last required pass -> PromotionRecord, hops never queued, p99",
+        &|m| ms(&m.unqueued_latencies, 0.99),
+    );
+    row(&mut t, "hops never queued", &|m| {
+        format!("{} of {}", m.unqueued_latencies.len(), m.latencies.len())
+    });
     row(&mut t, "Argo CD synced -> tracker saw it, p50", &|m| {
         ms(&m.sync_latencies, 0.5)
     });
@@ -989,7 +1023,7 @@ Tracker status writes: PUT + PATCH + APPLY pullrequesttrackers/status. \
 Mutating requests from the controller: POST/PUT/PATCH/APPLY/DELETE on pullrequesttrackers (and status), promotionpolicies (and status), events and applications, \
 less the bench's own tracker creates and the Argo CD stand-in's writes (its PUT applications: the Application CRD has no status subresource, so the stand-in's status writes are told apart by verb; the controller only PATCHes); leader-election Leases are not counted. \
 GET applications, controller: all GETs less those the stand-in's syncs sent (it counts them). LIST / WATCH: totals of every client (controller, stand-in); the apiserver counts a WATCH when it ends, so watches open through the run show only if they were re-opened. \
-Last required pass -> PromotionRecord includes the time a tracker waited Queued for its group's target Application, held by another PR. \
+Last required pass -> PromotionRecord includes the time a tracker waited Queued for its group's target Application, held by another PR; the \"hops never queued\" rows leave out every hop whose tracker was seen Queued before its record. \
 Argo CD synced -> tracker saw it: from the stand-in writing an Application Synced + Healthy at a tracker's SHA (staging and prod, each group's app) to the bench's watch first seeing that tracker in that environment in phase Synced, Testing, AwaitingApproval, Queued or Completed. \
 The yardstick: {writers} clients (the controller's --max-concurrent-reconciles) each merge-patching the status of its own tracker in a loop for {} s, before the runs.",
         args.patch_seconds
