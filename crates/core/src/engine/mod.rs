@@ -3,7 +3,9 @@
 //!
 //! Level-triggered: each call reads where the tracker is and moves it as far as it
 //! can without waiting, saving status before every side effect that must happen
-//! once. Any call may be the first after a crash.
+//! once (a trigger). Idempotent ones (the Application patch, the label) are redone
+//! after a crash instead of being saved step by step, so a hop costs two writes: the
+//! armed intents and the promotion's record. Any call may be the first after a crash.
 //!
 //! One module per phase, so each rule has one home: [`deploy`] (Deploying and
 //! its timeout), [`gate`] (Synced, Testing: the policy snapshot, timeouts),
