@@ -84,10 +84,16 @@ impl Engine {
                 Err(e) => return self.hold_problem(s, &e).await,
             }
         } else {
-            holder = match self.ports.argo.holder(&app).await {
-                Ok(h) => h.filter(|h| h != &me),
+            match self.ports.argo.holder(&app).await {
+                // Already ours (a promotion cut short after the hold was taken): those
+                // in line wait for this tracker, so it must go, not queue behind them.
+                Ok(Some(h)) if h == me => {
+                    s.status.queue = None;
+                    return self.begin_promotion(s, gate, promoted_by).await;
+                }
+                Ok(h) => holder = h,
                 Err(e) => return self.hold_problem(s, &e).await,
-            };
+            }
         }
         let position = i64::try_from(ahead.len()).unwrap_or(i64::MAX - 1) + 1;
         self.queue_up(s, gate, since, position, holder).await
