@@ -353,7 +353,7 @@ pub async fn run(
         let lanes = lanes.clone();
         app_watch::changes(client.clone(), &config.applications_namespaces)
             .flat_map(move |app| {
-                refs_where(&reader, |t| waits_on(t, &app)).inspect({
+                futures::stream::iter(woken_by_app(&reader, &app)).inspect({
                     let lanes = lanes.clone();
                     move |r| lanes.wake(&lane_key(r))
                 })
@@ -429,16 +429,44 @@ fn slim(t: &mut PullRequestTracker) {
 
 /// The tracker deploys to `app` (its current Application) or queues for it, in the
 /// controller's own cluster.
-fn waits_on(t: &PullRequestTracker, app: &app_watch::AppChanged) -> bool {
+/// The trackers an Application's change concerns: those deploying to it (or holding it),
+/// and of those queued for it only the first in line: the others cannot take it yet, and
+/// waking the whole line at every change of a busy environment costs more than it saves.
+fn woken_by_app(
+    reader: &Store<PullRequestTracker>,
+    app: &app_watch::AppChanged,
+) -> Vec<ObjectRef<PullRequestTracker>> {
     let is = |a: &promotion_api::ApplicationRef| {
         a.cluster == promotion_argocd::IN_CLUSTER
             && a.namespace == app.namespace
             && a.name == app.name
     };
-    t.status.as_ref().is_some_and(|s| {
-        s.application.as_ref().is_some_and(is)
-            || s.queue.as_ref().is_some_and(|q| is(&q.application))
-    })
+    let mut woken = Vec::new();
+    let mut first: Option<(
+        k8s_openapi::jiff::Timestamp,
+        String,
+        ObjectRef<PullRequestTracker>,
+    )> = None;
+    for t in reader.state() {
+        let Some(s) = t.status.as_ref() else {
+            continue;
+        };
+        if s.application.as_ref().is_some_and(is) {
+            woken.push(ObjectRef::from_obj(t.as_ref()));
+        } else if s.phase == Some(Phase::Queued)
+            && let Some(q) = s.queue.as_ref().filter(|q| is(&q.application))
+        {
+            let key = lane_key(&ObjectRef::from_obj(t.as_ref()));
+            if first
+                .as_ref()
+                .is_none_or(|(since, k, _)| (q.since.0, &key) < (*since, k))
+            {
+                first = Some((q.since.0, key, ObjectRef::from_obj(t.as_ref())));
+            }
+        }
+    }
+    woken.extend(first.map(|(_, _, r)| r));
+    woken
 }
 
 fn lane_key(r: &ObjectRef<PullRequestTracker>) -> String {

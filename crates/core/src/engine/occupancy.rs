@@ -157,7 +157,16 @@ impl Engine {
             gate.application.name,
             queue.holder.as_deref().unwrap_or("another PR")
         );
-        if first || s.status.queue.as_ref() != Some(&queue) {
+        // Written when the PR joins the line and when it becomes next, not at every step:
+        // each departure would otherwise rewrite every tracker behind it (quadratic in
+        // the line's length). Between those, position and holder are as of the last write.
+        let next_now = position == 1 && s.status.queue.as_ref().map(|q| q.position) != Some(1);
+        let moved_line = s
+            .status
+            .queue
+            .as_ref()
+            .is_some_and(|q| q.application != queue.application);
+        if first || next_now || moved_line {
             s.status.phase = Some(Phase::Queued);
             s.status.queue = Some(queue);
             s.status.message = Some(msg.clone());
