@@ -126,6 +126,11 @@ async fn main() -> anyhow::Result<()> {
             ),
             // Namespaces use only the connections, jobs and repositories granted to them.
             access: Some(Arc::new(file.access_rules())),
+            // The head of a line is woken by its watched Application; the rest need not
+            // ask the API server every poll interval.
+            queue_poll_interval: args.watch_applications.then(|| {
+                (args.poll_interval * 6).min(args.max_poll_interval.max(args.poll_interval))
+            }),
             ..EngineConfig::default()
         },
         namespace: args.namespace.clone(),

@@ -74,6 +74,9 @@ pub struct EngineConfig {
     pub connections: Option<BTreeSet<String>>,
     /// Which namespaces may use which connection, job and repository; None: not checked.
     pub access: Option<Arc<crate::access::AccessRules>>,
+    /// How often a PR queued behind others looks again; with watched Applications the
+    /// first in line is woken when the environment changes, so this is a safety net.
+    pub queue_poll_interval: Option<Duration>,
 }
 
 impl Default for EngineConfig {
@@ -86,6 +89,7 @@ impl Default for EngineConfig {
             deploy_timeout: Duration::from_secs(30 * 60),
             connections: None,
             access: None,
+            queue_poll_interval: None,
         }
     }
 }

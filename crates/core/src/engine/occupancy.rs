@@ -176,7 +176,10 @@ impl Engine {
                 s.event(EventType::Normal, "Queued", msg).await;
             }
         }
-        Ok(Next::Wait(Some(self.config.poll_interval)))
+        let poll = self.config.poll_interval;
+        Ok(Next::Wait(Some(
+            self.config.queue_poll_interval.unwrap_or(poll),
+        )))
     }
 
     /// Trackers queued for `app` before this one (first come, first served), as "namespace/name".
