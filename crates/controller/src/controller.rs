@@ -319,11 +319,7 @@ pub async fn run(
         // a fast CI): when nothing follows the run yet, look again shortly instead of leaving
         // the tracker to the next poll.
         wake.flat_map_unordered(None, move |w: Wake| {
-            // The run's id may be known only in memory (written with the verdict).
-            let kept = unsaved.uids_where(|runs| w.matches_runs(runs));
-            let now = refs_where(&reader, |t| {
-                w.matches(t) || t.metadata.uid.as_ref().is_some_and(|u| kept.contains(u))
-            });
+            let now = followers(&reader, &unsaved, &w);
             if futures::Stream::size_hint(&now).0 > 0 {
                 return now.boxed();
             }
@@ -336,11 +332,7 @@ pub async fn run(
                     let w = w.clone();
                     async move {
                         tokio::time::sleep(*delay).await;
-                        let kept = unsaved.uids_where(|runs| w.matches_runs(runs));
-                        refs_where(&reader, |t| {
-                            w.matches(t)
-                                || t.metadata.uid.as_ref().is_some_and(|u| kept.contains(u))
-                        })
+                        followers(&reader, &unsaved, &w)
                     }
                 })
                 .flatten()
@@ -396,6 +388,19 @@ pub async fn run(
             }
         })
         .await;
+}
+
+/// The trackers that follow the run a callback names, by its id in their saved status
+/// or in the engine's memory (an id the trigger answered is written with the verdict).
+fn followers(
+    reader: &Store<PullRequestTracker>,
+    unsaved: &promotion_core::engine::Unsaved,
+    w: &Wake,
+) -> futures::stream::Iter<std::vec::IntoIter<ObjectRef<PullRequestTracker>>> {
+    let kept = unsaved.uids_where(|runs| w.matches_runs(runs));
+    refs_where(reader, |t| {
+        w.matches(t) || t.metadata.uid.as_ref().is_some_and(|u| kept.contains(u))
+    })
 }
 
 fn refs_where(

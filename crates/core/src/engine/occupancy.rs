@@ -356,16 +356,7 @@ impl Engine {
                 _ => "unknown (approval withdrawn after the promotion was sent)".to_string(),
             }
         };
-        Some(PendingPromotion {
-            source: gate.source.clone(),
-            target: gate.target.clone(),
-            policy: gate.policy.clone(),
-            revision: s.tracker.spec.head_sha.clone(),
-            application: gate.application.clone(),
-            label: gate.github_label.clone(),
-            promoted_by: by,
-            application_updated: true,
-        })
+        Some(promotion_of(s, gate, &by, true))
     }
 
     /// Goes on with a promotion that was sent but not recorded: label, record, move on.
@@ -384,16 +375,7 @@ impl Engine {
         gate: &GateSnapshot,
         promoted_by: &str,
     ) -> Result<Next, EngineError> {
-        let pending = PendingPromotion {
-            source: gate.source.clone(),
-            target: gate.target.clone(),
-            policy: gate.policy.clone(),
-            revision: s.tracker.spec.head_sha.clone(),
-            application: gate.application.clone(),
-            label: gate.github_label.clone(),
-            promoted_by: promoted_by.to_string(),
-            application_updated: false,
-        };
+        let pending = promotion_of(s, gate, promoted_by, false);
         s.status.message = Some(format!("promoting {} to {}", s.short_sha(), pending.target));
         s.status.pending_promotion = Some(pending);
         s.status.queue = None;
@@ -401,6 +383,25 @@ impl Engine {
         // Not written: the Application patch carries its own proof (see `sent_promotion`)
         // and the label is idempotent, so the record is the promotion's one write.
         Ok(Next::Continue)
+    }
+}
+
+/// The promotion `gate` makes of the tracker's SHA, by `promoted_by`.
+fn promotion_of(
+    s: &Step<'_>,
+    gate: &GateSnapshot,
+    promoted_by: &str,
+    application_updated: bool,
+) -> PendingPromotion {
+    PendingPromotion {
+        source: gate.source.clone(),
+        target: gate.target.clone(),
+        policy: gate.policy.clone(),
+        revision: s.tracker.spec.head_sha.clone(),
+        application: gate.application.clone(),
+        label: gate.github_label.clone(),
+        promoted_by: promoted_by.to_string(),
+        application_updated,
     }
 }
 
